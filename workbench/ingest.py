@@ -1,0 +1,341 @@
+"""Incremental, crash-safe ingestion: files -> pages -> chunks -> embeddings -> Chroma.
+
+A document's identity is its ``source`` (path relative to the folder being ingested, or the
+file name); its ``document_id`` is the first 16 hex digits of sha256(source). Its *ingest key*
+is sha256 of (content hash, chunk size, chunk overlap, model, dimension, schema): an equal key
+means "unchanged, skip"; another key means "changed, replace". Chunk ids are deterministic:
+``<document_id>-<ingest_key[:12]>-<chunk_index:06d>``.
+
+Chunks of several small files share one encode batch (throughput), but each document is
+committed on its own (see :mod:`workbench.store`), so a killed run never leaves a partial
+document searchable after ``Store.repair``, which every run calls first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .chunking import Chunker
+from .config import Settings
+from .documents import Chunk, FileResult, IngestEvent, IngestSummary, Page
+from .embeddings import Embedder
+from .errors import CancelledError, DocumentError
+from .loaders import file_hash, is_supported, iter_pages
+from .store import SCHEMA_VERSION, Store, now_iso
+
+log = logging.getLogger(__name__)
+
+ProgressCallback = Callable[[IngestEvent], None]
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A file to ingest and the ``source`` name it is known by in the collection."""
+
+    path: Path
+    source: str
+
+
+def document_id_for(source: str) -> str:
+    """16 hex digits of sha256(source): the stable id of a document across versions."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+
+
+def ingest_key_for(content_hash: str, settings: Settings, model: str, dimensions: int) -> str:
+    """sha256 hex of everything that decides a document's chunks and vectors."""
+    parts = [content_hash, str(settings.chunk_size), str(settings.chunk_overlap), model, str(dimensions), str(SCHEMA_VERSION)]
+    return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()
+
+
+def discover(paths: Iterable[Path | SourceFile]) -> list[SourceFile]:
+    """Expand folders (recursively, supported extensions only, hidden entries skipped) and
+    keep named files as given. Sources of files found in a folder are relative posix paths;
+    a file named directly is known by its file name."""
+    found: list[SourceFile] = []
+    for item in paths:
+        if isinstance(item, SourceFile):
+            found.append(item)
+            continue
+        path = Path(item)
+        if path.is_dir():
+            for file in sorted(path.rglob("*")):
+                rel = file.relative_to(path)
+                if file.is_file() and is_supported(file) and not any(p.startswith(".") for p in rel.parts):
+                    found.append(SourceFile(file, rel.as_posix()))
+        else:
+            found.append(SourceFile(path, path.name))
+    return found
+
+
+@dataclass
+class _Doc:
+    file: SourceFile
+    document_id: str
+    key: str
+    content_hash: str
+    ingested_at: str
+    replaces: str | None
+    started: float
+    ids: list[str] = field(default_factory=list)
+    pages: int = 0
+    ocr_pages: int = 0
+    flushed: int = 0
+    chunked: bool = False
+
+
+class _Run:
+    """State of one ingestion run; see :func:`ingest_paths`."""
+
+    def __init__(self, settings, store, embedder, name, progress, cancel):
+        self.settings, self.store, self.embedder, self.name = settings, store, embedder, name
+        self.progress = progress
+        self.cancel = cancel or threading.Event()
+        self.collection = store.open_collection(
+            name,
+            model=embedder.name,
+            dimensions=embedder.dimension,
+            chunk_size=settings.chunk_size,
+            chunk_overlap=settings.chunk_overlap,
+        )
+        self.chunker = Chunker(
+            embedder.backend_tokenizer, settings.chunk_size, settings.chunk_overlap, embedder.max_seq_length
+        )
+        self.flush_size = max(embedder.batch_size * 4, 64)
+        self.buffer: list[tuple[Chunk, _Doc]] = []
+        self.open_docs: list[_Doc] = []
+        self.summary = IngestSummary(collection=name)
+        self.t0 = time.perf_counter()
+        self.chunks_done = 0
+        self.files_total = 0
+        self.files_done = 0
+        self.bytes_total = 0
+        self.bytes_done = 0
+        self.current = ""
+
+    # --- progress ------------------------------------------------------------------
+    def emit(self, kind: str, status: str = "", message: str = "") -> None:
+        if self.progress is None:
+            return
+        elapsed = time.perf_counter() - self.t0
+        eta = None
+        if self.bytes_done and self.bytes_total:
+            eta = max(0.0, elapsed * (self.bytes_total - self.bytes_done) / self.bytes_done)
+        self.progress(
+            IngestEvent(
+                kind=kind,
+                files_total=self.files_total,
+                files_done=self.files_done,
+                chunks_done=self.chunks_done,
+                current_file=self.current,
+                status=status,
+                message=message,
+                errors=len(self.summary.failures),
+                elapsed_s=elapsed,
+                eta_s=eta,
+            )
+        )
+
+    def check_cancel(self) -> None:
+        if self.cancel.is_set():
+            raise CancelledError("ingestion cancelled")
+
+    # --- one file --------------------------------------------------------------------
+    def ingest_file(self, file: SourceFile, heads: dict[str, dict]) -> None:
+        started = time.perf_counter()
+        document_id = document_id_for(file.source)
+        content_hash = file_hash(file.path)
+        key = ingest_key_for(content_hash, self.settings, self.embedder.name, self.embedder.dimension)
+        head = heads.get(document_id)
+        if head and head.get("ingest_key") == key:
+            self.bytes_done += _size(file.path)
+            self.finish_file(FileResult(file.source, "unchanged", int(head.get("doc_chunks", 0)), int(head.get("doc_pages", 0)), int(head.get("doc_ocr_pages", 0)), seconds=time.perf_counter() - started))
+            return
+        doc = _Doc(file, document_id, key, content_hash, now_iso(), head.get("ingest_key") if head else None, started)
+        self.open_docs.append(doc)
+        try:
+            for chunk in self.chunker.chunk_pages(
+                self._count_pages(iter_pages(file.path, self.settings), doc),
+                document_id=document_id,
+                source=file.source,
+                file_name=file.path.name,
+            ):
+                doc.ids.append(f"{document_id}-{key[:12]}-{chunk.chunk_index:06d}")
+                self.buffer.append((chunk, doc))
+                if len(self.buffer) >= self.flush_size:
+                    self.flush()
+                    self.check_cancel()
+        except DocumentError as exc:
+            self.rollback(doc)
+            self.finish_file(FileResult(file.source, "failed", message=str(exc), seconds=time.perf_counter() - started))
+            return
+        doc.chunked = True
+        self.commit_ready()
+
+    @staticmethod
+    def _count_pages(pages: Iterator[Page], doc: _Doc) -> Iterator[Page]:
+        for page in pages:
+            doc.pages += 1
+            doc.ocr_pages += int(page.ocr)
+            yield page
+
+    def finish_file(self, result: FileResult) -> None:
+        self.summary.results.append(result)
+        if result.status != "pruned":
+            self.files_done += 1
+        log.info("%s: %s %s", result.source, result.status, result.message)
+        self.emit("file_done", result.status, result.message)
+
+    # --- writing -------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Embed and write the buffered chunks (uncommitted: complete=False)."""
+        if not self.buffer:
+            return
+        batch, self.buffer = self.buffer, []
+        vectors = self.embedder.encode([chunk.text for chunk, _ in batch])
+        ids, metas, texts = [], [], []
+        for chunk, doc in batch:
+            ids.append(doc.ids[chunk.chunk_index])
+            texts.append(chunk.text)
+            metas.append(
+                {
+                    "document_id": chunk.document_id,
+                    "source": chunk.source,
+                    "source_path": str(doc.file.path.resolve()),
+                    "file_name": chunk.file_name,
+                    "page": chunk.page,
+                    "chunk_index": chunk.chunk_index,
+                    "start": chunk.start,
+                    "end": chunk.end,
+                    "token_count": chunk.token_count,
+                    "content_hash": chunk.content_hash,
+                    "section": chunk.section,
+                    "ocr": chunk.ocr,
+                    "doc_hash": doc.content_hash,
+                    "ingest_key": doc.key,
+                    "ingested_at": doc.ingested_at,
+                    "complete": False,
+                }
+            )
+        step = self.store.max_batch
+        for i in range(0, len(ids), step):
+            self.collection.upsert(
+                ids=ids[i : i + step], embeddings=vectors[i : i + step], documents=texts[i : i + step], metadatas=metas[i : i + step]
+            )
+        for _, doc in batch:
+            doc.flushed += 1
+        self.chunks_done += len(batch)
+        self.emit("chunks")
+
+    def commit_ready(self, force: bool = False) -> None:
+        """Commit every fully chunked document whose chunks are all written; with ``force``
+        flush the buffer first."""
+        if force:
+            self.flush()
+        for doc in [d for d in self.open_docs if d.chunked and d.flushed == len(d.ids)]:
+            self.commit(doc)
+
+    def commit(self, doc: _Doc) -> None:
+        step = self.store.max_batch
+        rest = doc.ids[1:]
+        for i in range(0, len(rest), step):
+            self.collection.update(ids=rest[i : i + step], metadatas=[{"complete": True}] * len(rest[i : i + step]))
+        # Chunk 0 flips last: from here on the document is committed.
+        self.collection.update(
+            ids=doc.ids[:1],
+            metadatas=[{"complete": True, "doc_pages": doc.pages, "doc_chunks": len(doc.ids), "doc_ocr_pages": doc.ocr_pages}],
+        )
+        if doc.replaces:
+            self.store._delete_version(self.collection, doc.document_id, doc.replaces)
+        self.open_docs.remove(doc)
+        self.bytes_done += _size(doc.file.path)
+        self.finish_file(
+            FileResult(doc.file.source, "replaced" if doc.replaces else "added", len(doc.ids), doc.pages, doc.ocr_pages, seconds=time.perf_counter() - doc.started)
+        )
+
+    def rollback(self, doc: _Doc) -> None:
+        """Forget an uncommitted document: drop its buffered chunks, delete written ones."""
+        self.buffer = [(c, d) for c, d in self.buffer if d is not doc]
+        if doc.flushed:
+            self.store._delete_version(self.collection, doc.document_id, doc.key)
+        if doc in self.open_docs:
+            self.open_docs.remove(doc)
+        self.bytes_done += _size(doc.file.path)
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0
+
+
+def ingest_paths(
+    paths: Iterable[Path | SourceFile],
+    *,
+    settings: Settings,
+    store: Store,
+    embedder: Embedder,
+    collection: str | None = None,
+    progress: ProgressCallback | None = None,
+    prune: bool = False,
+    cancel: threading.Event | None = None,
+) -> IngestSummary:
+    """Ingest files and folders into ``collection`` (default COLLECTION_NAME).
+
+    Each file ends as added / unchanged / replaced / failed (with a message naming it);
+    one bad file never stops the batch. With ``prune``, documents that were ingested from a
+    folder given here and whose file no longer exists are deleted ("pruned"). Setting
+    ``cancel`` stops after the current batch; unfinished documents are rolled back and
+    ``summary.cancelled`` is True. Progress goes to ``progress`` as IngestEvents.
+
+    Raises CollectionMismatchError when the collection was built with another model, and
+    StoreError when the store cannot be written.
+    """
+    name = collection or settings.collection_name
+    run = _Run(settings, store, embedder, name, progress, cancel)
+    store.repair(name)
+    items = discover(paths)
+    run.files_total = len(items)
+    run.bytes_total = sum(_size(i.path) for i in items)
+    heads = {m["document_id"]: m for m in store._committed_heads(run.collection)}
+    run.emit("start")
+    try:
+        for item in items:
+            run.check_cancel()
+            run.current = item.source
+            run.emit("file_start")
+            try:
+                run.ingest_file(item, heads)
+            except CancelledError:
+                raise
+            except (OSError, DocumentError) as exc:
+                run.bytes_done += _size(item.path)
+                message = str(exc) if isinstance(exc, DocumentError) else f"{item.path.name}: {exc.strerror or exc}"
+                run.finish_file(FileResult(item.source, "failed", message=message))
+        run.current = ""
+        run.commit_ready(force=True)
+        if prune:
+            _prune(run, paths, heads)
+    except CancelledError:
+        for doc in list(run.open_docs):
+            run.rollback(doc)
+        run.summary.cancelled = True
+    run.summary.seconds = time.perf_counter() - run.t0
+    run.emit("done", "cancelled" if run.summary.cancelled else "")
+    return run.summary
+
+
+def _prune(run: _Run, paths: Iterable[Path | SourceFile], heads: dict[str, dict]) -> None:
+    roots = [str(Path(p).resolve()) + os.sep for p in paths if not isinstance(p, SourceFile) and Path(p).is_dir()]
+    for meta in heads.values():
+        source_path = str(meta.get("source_path", ""))
+        if any(source_path.startswith(root) for root in roots) and not Path(source_path).exists():
+            run.store.delete_document(run.name, meta["document_id"])
+            run.finish_file(FileResult(str(meta.get("source", "")), "pruned", message="file no longer exists"))

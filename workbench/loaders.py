@@ -1,0 +1,188 @@
+"""Turn files into pages of text.
+
+PDF: pypdf, one Page per page, page by page (a 1,000-page PDF never sits in memory as text).
+Pages with no text layer, and image files, are read by OCR (pypdfium2 render + easyocr).
+Text formats (.txt .md .rst) have their encoding detected with charset-normalizer.
+Every failure is a DocumentError whose message names the file and says why.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+from .config import Settings
+from .documents import Page
+from .errors import DocumentError, WorkbenchError
+
+log = logging.getLogger(__name__)
+
+TEXT_EXTENSIONS = {".txt", ".md", ".markdown", ".rst"}
+IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
+SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | IMAGE_EXTENSIONS | {".pdf", ".docx", ".html", ".htm"}
+
+#: A PDF page with fewer non-space characters than this in its text layer is OCR'd.
+MIN_TEXT_CHARS = 10
+
+_MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
+
+
+def is_supported(path: Path) -> bool:
+    """True when the file extension is one the loaders read (case-insensitive)."""
+    return Path(path).suffix.lower() in SUPPORTED_EXTENSIONS
+
+
+def file_hash(path: Path) -> str:
+    """sha256 hex digest of the file's bytes, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def iter_pages(path: Path, settings: Settings) -> Iterator[Page]:
+    """Yield the pages of ``path`` in order.
+
+    Raises DocumentError (message names the file) when the format is unsupported or the file
+    is corrupt, password-protected, or has no text at all.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if not path.is_file():
+        raise DocumentError(f"{path.name}: file not found or not a regular file")
+    try:
+        if suffix == ".pdf":
+            pages = _pdf_pages(path, settings)
+        elif suffix in TEXT_EXTENSIONS:
+            pages = _text_pages(path, suffix)
+        elif suffix == ".docx":
+            pages = _docx_pages(path)
+        elif suffix in (".html", ".htm"):
+            pages = _html_pages(path)
+        elif suffix in IMAGE_EXTENSIONS:
+            pages = _image_pages(path, settings)
+        else:
+            raise DocumentError(
+                f"{path.name}: unsupported file type {suffix or '(none)'}; supported: "
+                + " ".join(sorted(SUPPORTED_EXTENSIONS))
+            )
+        produced = False
+        for page in pages:
+            if page.text.strip():
+                produced = True
+                yield page
+        if not produced:
+            raise DocumentError(f"{path.name}: no text found (empty file, or nothing OCR could read)")
+    except WorkbenchError:
+        raise
+    except Exception as exc:  # library errors become one clear line naming the file
+        raise DocumentError(f"{path.name}: cannot be read ({type(exc).__name__}: {exc})") from exc
+
+
+def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(str(path), strict=False)
+        if reader.is_encrypted:
+            # An owner-password-only PDF opens with the empty user password.
+            if not reader.decrypt(""):
+                raise DocumentError(f"{path.name}: PDF is encrypted and needs a password")
+        count = len(reader.pages)
+    except DocumentError:
+        raise
+    except (PdfReadError, ValueError, KeyError, OSError) as exc:
+        raise DocumentError(f"{path.name}: not a readable PDF ({exc})") from exc
+    if count == 0:
+        raise DocumentError(f"{path.name}: PDF has no pages")
+    for index in range(count):
+        try:
+            text = reader.pages[index].extract_text() or ""
+        except Exception as exc:  # one bad page: fall back to OCR for it
+            log.warning("%s page %d: text extraction failed (%s); trying OCR", path.name, index + 1, exc)
+            text = ""
+        if len(re.sub(r"\s", "", text)) >= MIN_TEXT_CHARS:
+            yield Page(text=text, page=index + 1)
+            continue
+        from .ocr import ocr_image, render_pdf_page
+
+        image = render_pdf_page(path, index, settings.ocr_dpi)
+        ocr_text = ocr_image(image, settings).text
+        yield Page(text=ocr_text or text, page=index + 1, ocr=bool(ocr_text))
+
+
+def read_text_file(path: Path) -> str:
+    """Decode a text file with its detected encoding (charset-normalizer).
+
+    Raises DocumentError when the file is empty or binary."""
+    from charset_normalizer import from_bytes
+
+    data = Path(path).read_bytes()
+    if not data.strip():
+        raise DocumentError(f"{Path(path).name}: file is empty")
+    best = from_bytes(data).best()
+    if best is None:
+        raise DocumentError(f"{Path(path).name}: not a text file (no encoding fits its bytes)")
+    return str(best).replace("\r\n", "\n")
+
+
+def _text_pages(path: Path, suffix: str) -> Iterator[Page]:
+    text = read_text_file(path)
+    section = _first_heading(text, suffix) or path.stem
+    yield Page(text=text, page=1, section=section)
+
+
+def _first_heading(text: str, suffix: str) -> str:
+    lines = text.splitlines()
+    for i, line in enumerate(lines[:50]):
+        if suffix in (".md", ".markdown"):
+            match = _MD_HEADING.match(line)
+            if match:
+                return match.group(1)
+        elif suffix == ".rst" and i + 1 < len(lines):
+            under = lines[i + 1].strip()
+            if line.strip() and len(under) >= len(line.strip()) and set(under) <= set("=-~^*#+"):
+                if under:
+                    return line.strip()
+    return ""
+
+
+def _docx_pages(path: Path) -> Iterator[Page]:
+    import docx
+
+    document = docx.Document(str(path))
+    parts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        for row in table.rows:
+            parts.append(" | ".join(cell.text for cell in row.cells))
+    yield Page(text="\n".join(parts), page=1, section=path.stem)
+
+
+def _html_pages(path: Path) -> Iterator[Page]:
+    from bs4 import BeautifulSoup
+
+    soup = BeautifulSoup(read_text_file(path), "html.parser")
+    for tag in soup(["script", "style", "noscript", "template"]):
+        tag.decompose()
+    title = soup.title.get_text(strip=True) if soup.title else path.stem
+    text = re.sub(r"\n{3,}", "\n\n", soup.get_text("\n"))
+    yield Page(text=text, page=1, section=title)
+
+
+def _image_pages(path: Path, settings: Settings) -> Iterator[Page]:
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    from .ocr import ocr_image
+
+    try:
+        image = Image.open(path)
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DocumentError(f"{path.name}: not a readable image ({exc})") from exc
+    with image:
+        for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
+            yield Page(text=ocr_image(frame.convert("RGB"), settings).text, page=number, ocr=True)
