@@ -2,7 +2,8 @@
 
 PDF: pypdf, one Page per page, page by page (a 1,000-page PDF never sits in memory as text).
 Pages with no text layer, and image files, are read by OCR (pypdfium2 render + easyocr).
-Text formats (.txt .md .rst) have their encoding detected with charset-normalizer.
+Text formats (.txt .md .rst .html) are decoded as UTF-8 when valid, else with the encoding
+chardet detects.
 Every failure is a DocumentError whose message names the file and says why.
 """
 
@@ -117,18 +118,28 @@ def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
 
 
 def read_text_file(path: Path) -> str:
-    """Decode a text file with its detected encoding (charset-normalizer).
+    """Decode a text file: strict UTF-8 (BOM allowed) first, else the encoding chardet
+    detects. Raises DocumentError when the file is empty or binary."""
+    import chardet
 
-    Raises DocumentError when the file is empty or binary."""
-    from charset_normalizer import from_bytes
-
+    name = Path(path).name
     data = Path(path).read_bytes()
     if not data.strip():
-        raise DocumentError(f"{Path(path).name}: file is empty")
-    best = from_bytes(data).best()
-    if best is None:
-        raise DocumentError(f"{Path(path).name}: not a text file (no encoding fits its bytes)")
-    return str(best).replace("\r\n", "\n")
+        raise DocumentError(f"{name}: file is empty")
+    try:
+        return data.decode("utf-8-sig").replace("\r\n", "\n")
+    except UnicodeDecodeError:
+        pass
+    guess = chardet.detect(data)
+    encoding = guess.get("encoding")
+    if not encoding or (b"\x00" in data and not encoding.lower().startswith("utf-16")):
+        raise DocumentError(f"{name}: not a text file (no text encoding fits its bytes)")
+    try:
+        text = data.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise DocumentError(f"{name}: cannot decode as {encoding} ({exc})") from exc
+    log.info("%s: decoded as %s (chardet confidence %.2f)", name, encoding, guess.get("confidence") or 0)
+    return text.replace("\r\n", "\n")
 
 
 def _text_pages(path: Path, suffix: str) -> Iterator[Page]:

@@ -1,0 +1,62 @@
+"""The real PDF corpus (../shared/corpus/pdfs, see its MANIFEST.md): every PDF either ingests
+or fails alone with a clear message naming it; the batch goes on."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import make_settings
+from workbench.ingest import ingest_paths
+from workbench.search import search
+from workbench.store import open_store
+
+#: From the corpus MANIFEST: PDFs that need a user password.
+NEEDS_PASSWORD = {
+    "libreoffice-writer-password.pdf",
+    "r2-user-password.pdf",
+    "r4-aes-user-password.pdf",
+    "r6-both-passwords.pdf",
+    "crazyones-encrypted-256.pdf",
+    "encrypted-file.pdf",
+}
+BROKEN = {"invalid.pdf"}
+
+
+@pytest.fixture(scope="module")
+def pdf_run(corpus_dir, tmp_path_factory, embedder):
+    settings = make_settings(tmp_path_factory.mktemp("pdfs"), collection_name="pdfs")
+    store = open_store(settings)
+    summary = ingest_paths([corpus_dir / "pdfs"], settings=settings, store=store, embedder=embedder)
+    return settings, store, summary
+
+
+def test_every_pdf_ingests_or_fails_alone_with_a_reason(pdf_run, corpus_dir):
+    _, store, summary = pdf_run
+    by_name = {r.source.rsplit("/", 1)[-1]: r for r in summary.results}
+    assert len(by_name) == len(list((corpus_dir / "pdfs").rglob("*.pdf"))) == 50
+    for result in summary.results:
+        assert result.status in {"added", "failed"}, result
+        if result.status == "failed":
+            name = result.source.rsplit("/", 1)[-1]
+            assert name in result.message and len(result.message) > len(name) + 10, result
+            assert "Traceback" not in result.message
+    for name in NEEDS_PASSWORD:
+        assert by_name[name].status == "failed" and "needs a password" in by_name[name].message, by_name[name]
+    for name in BROKEN:
+        assert by_name[name].status == "failed" and "not a readable PDF" in by_name[name].message
+    assert by_name["r6-owner-password.pdf"].status == "added", "owner-password-only PDF must open"
+    assert by_name["GeoBase_NHNC1_Data_Model_UML_EN.pdf"].pages == 19
+    added = [r for r in summary.results if r.status == "added"]
+    assert len(added) >= 38
+    assert sum(r.chunks for r in added) == store.collection_info("pdfs").chunks
+
+
+def test_scanned_pdfs_are_ocrd_and_searchable(pdf_run, embedder):
+    settings, store, summary = pdf_run
+    by_name = {r.source.rsplit("/", 1)[-1]: r for r in summary.results}
+    assert by_name["linn.pdf"].status == "added" and by_name["linn.pdf"].ocr_pages == 1
+    assert by_name["Seige_of_Vicksburg_Sample_OCR.pdf"].ocr_pages == 0, "a text layer must not be OCR'd"
+    docs = {d.file_name: d for d in store.documents("pdfs")}
+    assert docs["cardinal.pdf"].ocr_pages == 4
+    hits = search("siege of Vicksburg", settings=settings, store=store, embedder=embedder, top_k=5)
+    assert "Seige_of_Vicksburg_Sample_OCR.pdf" in {h.file_name for h in hits}
