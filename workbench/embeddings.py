@@ -69,6 +69,7 @@ class Embedder:
     def __init__(self, settings: Settings):
         os.environ.setdefault("HF_HUB_OFFLINE", "1")
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        _quiet_libraries()
         self.name = settings.embedding_model
         self.path = resolve_embedding_model(settings)
         self.batch_size = settings.embedding_batch_size
@@ -121,6 +122,19 @@ class Embedder:
         tok.no_padding()
         tok.no_truncation()
         return tok
+
+
+def _quiet_libraries() -> None:
+    """Silence load-time chatter of optimum/transformers (the OpenVINO reload logs a harmless
+    'Could not infer whether the model was already converted' warning)."""
+    for name in ("optimum", "transformers", "sentence_transformers", "nncf"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
 
 
 def _load_openvino(source: Path, cache_dir: Path):
