@@ -46,6 +46,7 @@ def make_settings(tmp: Path, **overrides) -> Settings:
         log_dir=tmp / "logs",
         knowledge_base_path=tmp / "kb",
         model_cache_dir=MODEL_CACHE,
+        ocr_cache_dir=tmp / "ocr-cache",
         chroma_host=None,
     )
     values.update(overrides)

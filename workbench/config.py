@@ -65,6 +65,7 @@ class Settings(BaseSettings):
         "knowledge_base", description="Default collection (3-512 chars of [a-zA-Z0-9._-])."
     )
     top_k: int = Field(5, ge=1, le=100, description="Default number of chunks a search returns.")
+    bm25_index_path: Path | None = Field(None, description="Folder for the BM25 keyword indexes (one per collection); default CHROMA_PERSIST_PATH/bm25. Set it in server mode (a local folder).")
 
     # --- logging --------------------------------------------------------------------------
     log_dir: Path = Field(Path("logs"), description="Folder for workbench.log.")
@@ -106,7 +107,7 @@ class Settings(BaseSettings):
     )
     ocr_cache_dir: Path = Field(Path("cache/ocr"), description="OCR results cached by page-image hash (JSON), so a page is read once.")
 
-    @field_validator("chroma_host", "ocr_model_dir", mode="before")
+    @field_validator("chroma_host", "ocr_model_dir", "bm25_index_path", mode="before")
     @classmethod
     def _empty_host_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
