@@ -69,8 +69,8 @@ COPY . .
 
 # Mount points: knowledge_base (read-only), chroma_db and logs (read-write) - see
 # docker-compose.yml. Created here so they exist, owned by the app user, without mounts too.
-RUN mkdir -p /app/knowledge_base /app/chroma_db /app/logs \
-    && chown app:app /app/chroma_db /app/logs
+RUN mkdir -p /app/knowledge_base /app/chroma_db /app/logs /app/cache \
+    && chown app:app /app/chroma_db /app/logs /app/cache
 
 USER 10001:10001
 
