@@ -3,7 +3,9 @@ error display. Pages import from here, never from chromadb/sentence-transformers
 
 from __future__ import annotations
 
+import html
 import os
+import re
 
 import streamlit as st
 
@@ -95,6 +97,9 @@ def sidebar() -> None:
         st.caption("Active collection")
         st.markdown(f"**{active_collection()}**")
         st.caption(f"Store: {settings.chroma_mode} · `{settings.chroma_location}`")
+        running = [j for j in get_jobs().jobs() if j.running]
+        if running:
+            st.caption(f"⏳ {len(running)} job(s) running: " + ", ".join(md_escape(f"{j.description} → {j.collection}") for j in running))
 
 
 @st.cache_resource
@@ -103,3 +108,123 @@ def get_jobs():
     from workbench.jobs import JobRegistry
 
     return JobRegistry()
+
+
+# --- showing document text safely ---------------------------------------------------------------
+_MD_SPECIAL = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:])")
+_STOPWORDS = frozenset(
+    "a about after all also an and any are as at be been before but by can could did do does each "
+    "for from had has have how i if in into is it its just me more most my no not of on only or other "
+    "our out over same should so some such than that the their them then there these they this those "
+    "to too under up very was we were what when where which while who whom why will with would you your".split()
+)
+
+
+def md_escape(text: str) -> str:
+    """Backslash-escape markdown (and ``<``, ``>``, ``$``, ``:``) so user text such as a file
+    name renders literally inside st.markdown."""
+    return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+def plural(count: int, word: str) -> str:
+    """``plural(1, "page")`` -> ``"1 page"``, ``plural(3, "page")`` -> ``"3 pages"``."""
+    return f"{count} {word}{'' if count == 1 else 's'}"
+
+
+def query_terms(query: str) -> list[str]:
+    """Words of ``query`` worth highlighting: lower-cased, stopwords and 1-2 letter words
+    dropped (numbers kept), longest first, unique."""
+    words = {w for w in re.findall(r"\w+", query.lower()) if (len(w) > 2 or w.isdigit()) and w not in _STOPWORDS}
+    return sorted(words, key=lambda w: (-len(w), w))
+
+
+def text_html(text: str, terms: list[str] | tuple[str, ...] = ()) -> str:
+    """``text`` as one safe HTML block for ``st.markdown(..., unsafe_allow_html=True)``.
+
+    Every piece of ``text`` is ``html.escape``d before anything is added; matches of ``terms``
+    (case-insensitive, at a word start, running to the end of the word) are then wrapped in
+    ``<mark>``. Newlines become ``<br>``, so the block is a single line that markdown leaves
+    alone: ``**bold**``, ``# heading`` or ``$x$`` in a document stay literal text.
+    """
+    parts: list[str] = []
+    pos = 0
+    if terms:
+        pattern = re.compile(r"\b(?:" + "|".join(re.escape(t) for t in terms) + r")\w*", re.IGNORECASE)
+        for match in pattern.finditer(text):
+            parts.append(html.escape(text[pos : match.start()]))
+            parts.append(f"<mark>{html.escape(match.group(0))}</mark>")
+            pos = match.end()
+    parts.append(html.escape(text[pos:]))
+    body = "".join(parts).replace("$", "&#36;").replace("\r", "").replace("\n", "<br>")
+    return f'<div class="wb-text" style="white-space: pre-wrap; overflow-wrap: anywhere">{body}</div>'
+
+
+def show_text(text: str, terms: list[str] | tuple[str, ...] = ()) -> None:
+    """Render document text escaped (see :func:`text_html`), with ``terms`` highlighted."""
+    st.markdown(text_html(text, terms), unsafe_allow_html=True)
+
+
+# --- background jobs ----------------------------------------------------------------------------
+def latest_job(collection: str | None = None, session_key: str | None = None):
+    """The job this session started (``session_state[session_key]``) when it is on ``collection``,
+    else the newest job on ``collection`` (any collection when None). The registry is
+    process-level, so this finds a running job again after a browser refresh."""
+    jobs = get_jobs()
+    mine = jobs.get(st.session_state.get(session_key, 0)) if session_key else None
+    if mine is not None and (collection is None or mine.collection == collection):
+        return mine
+    return next((j for j in jobs.jobs() if collection is None or j.collection == collection), None)
+
+
+def job_panel(job, *, key: str = "job") -> None:
+    """Progress of one background job: bar, current file, chunks/s, ETA, cancel, result and
+    log. Call it inside an ``st.fragment(run_every=...)`` to keep it live."""
+    event = job.last_event
+    st.markdown(f"**Job {job.id}** · {md_escape(job.description)} → `{job.collection}` · {job.state}")
+    if event:
+        rate = event.chunks_done / event.elapsed_s if event.elapsed_s else 0.0
+        eta = f"{event.eta_s:.0f} s" if event.eta_s is not None else "…"
+        text = f"{event.files_done}/{event.files_total} files · {event.chunks_done} chunks · {rate:.1f} chunks/s"
+        st.progress(min(1.0, event.fraction), text=text + (f" · ETA {eta}" if job.running else f" · {event.elapsed_s:.1f} s"))
+        if job.running and event.current_file:
+            st.caption(f"Now: {md_escape(event.current_file)}")
+    elif job.running:
+        st.progress(0.0, text="starting…")
+    if job.running:
+        if job.cancel_event.is_set():
+            st.warning("Cancelling after the current batch…")
+        elif st.button("Cancel", key=f"{key}-cancel-{job.id}"):
+            job.cancel()
+            st.warning("Cancelling after the current batch…")
+    elif job.state == "failed":
+        st.error(job.error)
+    elif job.state == "cancelled" and job.error:
+        st.warning(job.error)
+    elif job.result:
+        st.success(job.result)
+    if job.summary:
+        s = job.summary
+        counts = ", ".join(f"{n} {s.count(n)}" for n in ("added", "replaced", "unchanged", "failed", "pruned") if s.count(n))
+        if not job.running:
+            msg = f"{'Cancelled' if s.cancelled else 'Done'} in {s.seconds:.1f} s: {counts or 'nothing to do'}"
+            (st.warning if s.cancelled or s.failures else st.success)(msg)
+        rows = [
+            {"file": r.source, "result": r.status, "chunks": r.chunks, "pages": r.pages, "OCR pages": r.ocr_pages, "seconds": round(r.seconds, 2), "message": r.message}
+            for r in s.results
+        ]
+        if rows:
+            st.dataframe(rows, hide_index=True, width="stretch")
+    if job.log:
+        with st.expander(f"Job log ({len(job.log)} lines)"):
+            st.code("\n".join(job.log[-500:]), language=None)
+
+
+def rerun_when_done(job, key: str) -> None:
+    """Inside a polling fragment: rerun the whole page once when ``job`` ends, so buttons that
+    were disabled while it ran come back and counts refresh."""
+    watch = f"_watch-{key}"
+    if job.running:
+        st.session_state[watch] = job.id
+    elif st.session_state.get(watch) == job.id:
+        del st.session_state[watch]
+        st.rerun()

@@ -1,36 +1,46 @@
 """Ingest page: drag-and-drop upload or the mounted knowledge_base folder, live progress,
-per-file results. The job runs in the process-level registry, not in this script run."""
+per-file results. The job runs in the process-level registry, not in this script run, so its
+progress survives a page switch or a browser refresh; a second job on the same collection is
+refused."""
 
 import tempfile
 from pathlib import Path
 
-import pandas as pd
 import streamlit as st
 
 from workbench.errors import WorkbenchError
 from workbench.ingest import SourceFile
 from workbench.loaders import SUPPORTED_EXTENSIONS
-from workbench_ui import collection_picker, get_jobs, get_settings, require_embedder, require_store
+from workbench_ui import collection_picker, get_jobs, get_settings, job_panel, latest_job, require_embedder, require_store, rerun_when_done
 
 st.title("📥 Ingest")
 settings = get_settings()
 jobs = get_jobs()
 
 collection = collection_picker("Target collection", key="ingest-collection", allow_new=True)
+extensions = sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS)
 uploads = st.file_uploader(
-    f"Drop documents here (up to {settings.max_upload_mb} MB each)",
-    type=sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS),
+    "Drop documents here",
+    type=extensions,
     accept_multiple_files=True,
+    max_upload_size=settings.max_upload_mb,
+    key="ingest-uploads",
 )
+st.caption(f"Up to {settings.max_upload_mb} MB per file (MAX_UPLOAD_MB) · {', '.join(extensions)}")
+busy = jobs.running_for(collection) if collection else None
+if busy:
+    st.info(f"Job {busy.id} is ingesting into `{collection}`; a new job on this collection starts when it ends.")
 left, right = st.columns(2)
 start_upload = left.button("Ingest uploaded files", type="primary", disabled=not uploads or not collection)
 start_folder = right.button(
-    f"Ingest folder `{settings.knowledge_base_path}`", disabled=not collection, help="The mounted knowledge_base/ folder"
+    f"Ingest folder `{settings.knowledge_base_path}`",
+    disabled=not collection,
+    help="The mounted knowledge_base/ folder (KNOWLEDGE_BASE_PATH)",
 )
-prune = right.checkbox("Prune documents whose file is gone", value=False)
+prune = right.checkbox("Prune documents whose file is gone", value=False, help="Only for the folder")
 
 
-def _start(paths, description, cleanup=None):
+def _start(paths, description, cleanup=None, prune_gone=False):
     try:
         job = jobs.start_ingest(
             paths,
@@ -38,17 +48,22 @@ def _start(paths, description, cleanup=None):
             store=require_store(),
             embedder=require_embedder(),
             collection=collection,
-            prune=prune,
+            prune=prune_gone,
             description=description,
             cleanup=cleanup,
         )
         st.session_state["ingest_job"] = job.id
-    except WorkbenchError as exc:
+    except WorkbenchError as exc:  # JobConflictError, CollectionMismatchError, StoreError
+        if cleanup:
+            import shutil
+
+            shutil.rmtree(cleanup, ignore_errors=True)
         st.error(str(exc))
 
 
 if start_upload and uploads:
-    too_big = [u.name for u in uploads if u.size > settings.max_upload_mb * 1_000_000]
+    limit = settings.max_upload_mb * 1024 * 1024
+    too_big = [u.name for u in uploads if u.size > limit]
     if too_big:
         st.error(f"Over {settings.max_upload_mb} MB, not ingested: {', '.join(too_big)}")
     kept = [u for u in uploads if u.name not in too_big]
@@ -62,40 +77,20 @@ if start_upload and uploads:
         _start(files, f"{len(files)} uploaded file(s)", cleanup=folder)
 if start_folder:
     if settings.knowledge_base_path.is_dir():
-        _start([settings.knowledge_base_path], f"folder {settings.knowledge_base_path}")
+        _start([settings.knowledge_base_path], f"folder {settings.knowledge_base_path}", prune_gone=prune)
     else:
         st.error(f"KNOWLEDGE_BASE_PATH {settings.knowledge_base_path} is not a folder")
 
 
 @st.fragment(run_every=1.0)
 def show_job():
-    job = jobs.get(st.session_state.get("ingest_job", 0)) or next(iter(jobs.jobs()), None)
+    job = latest_job(collection, "ingest_job") or latest_job(None, "ingest_job")
     if job is None:
         st.info("No ingestion yet. Drop files above or ingest the folder.")
         return
-    event = job.last_event
-    st.subheader(f"Job {job.id}: {job.description} → `{job.collection}`")
-    if event:
-        rate = event.chunks_done / event.elapsed_s if event.elapsed_s else 0.0
-        eta = f"{event.eta_s:.0f} s" if event.eta_s is not None else "…"
-        st.progress(event.fraction, text=f"{event.files_done}/{event.files_total} files · {event.chunks_done} chunks · {rate:.1f} chunks/s · ETA {eta}")
-        if job.running and event.current_file:
-            st.caption(f"Now: {event.current_file}")
-    if job.running:
-        if st.button("Cancel", key=f"cancel-{job.id}"):
-            job.cancel()
-            st.warning("Cancelling after the current batch…")
-        return
-    if job.state == "failed":
-        st.error(job.error)
-    elif job.summary:
-        s = job.summary
-        msg = f"{'Cancelled' if s.cancelled else 'Done'} in {s.seconds:.1f} s: " + ", ".join(
-            f"{n} {s.count(n)}" for n in ("added", "replaced", "unchanged", "failed", "pruned") if s.count(n)
-        )
-        (st.warning if s.cancelled or s.failures else st.success)(msg)
-        rows = [{"file": r.source, "result": r.status, "chunks": r.chunks, "pages": r.pages, "OCR pages": r.ocr_pages, "seconds": round(r.seconds, 2), "message": r.message} for r in s.results]
-        st.dataframe(pd.DataFrame(rows), hide_index=True, width="stretch")
+    job_panel(job, key="ingest")
+    rerun_when_done(job, "ingest")
 
 
+st.subheader("Progress")
 show_job()

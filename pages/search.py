@@ -1,30 +1,77 @@
-"""Search page: query -> top_k chunks with score, source and page."""
-
-import html
+"""Search page: query, top_k, collection, file filter, min score -> result cards with score,
+file, page, the query terms highlighted in the escaped chunk text, and a link that opens the
+chunk in the Collections view."""
 
 import streamlit as st
 
 from workbench.errors import WorkbenchError
 from workbench.search import search
-from workbench_ui import collection_picker, get_settings, require_embedder, require_store
+from workbench_ui import collection_picker, get_settings, md_escape, plural, query_terms, require_embedder, require_store, show_text
+
+COLLECTIONS_PAGE = "pages/collections.py"
 
 st.title("🔎 Search")
 settings = get_settings()
 store = require_store()
 collection = collection_picker(key="search-collection")
-query = st.text_input("Query", placeholder="Ask about your documents…")
-top_k = st.slider("top_k", 1, 50, settings.top_k)
-if not query or not collection:
-    st.info("Type a query to search the collection.")
+if not collection or not store.has_collection(collection):
+    st.info(f"Collection `{collection}` does not exist yet: ingest documents first (Ingest page).")
     st.stop()
+
+documents = store.documents(collection)
+query = st.text_input("Query", placeholder="Ask about your documents…", key="search-query")
+c1, c2, c3 = st.columns([1, 1, 2])
+top_k = c1.number_input("top_k", min_value=1, max_value=100, value=settings.top_k, key="search-top-k")
+min_score = c2.slider("Min score", -1.0, 1.0, 0.0, 0.05, key="search-min-score", help="Cosine similarity; weaker hits are dropped")
+by_id = {d.document_id: d for d in documents}
+document_id = c3.selectbox(
+    "File",
+    [None, *by_id],
+    format_func=lambda i: "All documents" if i is None else by_id[i].source,
+    key="search-file",
+)
+if not query.strip():
+    st.info(f"Type a query to search `{collection}` ({len(documents)} documents).")
+    st.stop()
+
+
+def run_search(text: str) -> list:
+    """The one search call of this page (a retrieval mode is one more keyword here)."""
+    return search(
+        text,
+        settings=settings,
+        store=store,
+        embedder=require_embedder(),
+        collection=collection,
+        top_k=int(top_k),
+        document_id=document_id,
+        min_score=min_score,
+    )
+
+
 try:
-    hits = search(query, settings=settings, store=store, embedder=require_embedder(), collection=collection, top_k=top_k)
+    hits = run_search(query)
 except WorkbenchError as exc:
     st.error(str(exc))
     st.stop()
 if not hits:
-    st.warning("No results.")
+    st.warning(f"No results at or above score {min_score:.2f}.")
+    st.stop()
+
+terms = query_terms(query)
+st.html("<style>[class*='st-key-hit-'] .wb-text { max-height: 16rem; overflow-y: auto; }</style>")
+st.caption(f"{plural(len(hits), 'result')} from `{collection}`" + (f" · highlighted: {', '.join(terms)}" if terms else ""))
 for hit in hits:
-    with st.container(border=True):
-        st.markdown(f"**{hit.rank}. {html.escape(hit.file_name)}** · page {hit.page} · chunk {hit.chunk_index} · score `{hit.score:.3f}`")
-        st.text(hit.text)
+    with st.container(border=True, key=f"hit-{hit.rank}"):
+        head, link = st.columns([4, 1])
+        head.markdown(
+            f"**{hit.rank}. {md_escape(hit.file_name)}** · page {hit.page} · chunk {hit.chunk_index} · score `{hit.score:.3f}`"
+        )
+        with link:
+            st.page_link(
+                COLLECTIONS_PAGE,
+                label="Open in Collections",
+                icon="🗂️",
+                query_params={"collection": collection, "document": hit.document_id, "chunk": hit.chunk_id},
+            )
+        show_text(hit.text, terms)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from .config import Settings
 from .documents import IngestEvent, IngestSummary
-from .errors import WorkbenchError
+from .errors import CancelledError, WorkbenchError
 from .ingest import SourceFile, ingest_paths
 
 
@@ -39,6 +39,7 @@ class IngestJob:
     log: list[str] = field(default_factory=list)
     summary: IngestSummary | None = None
     error: str = ""
+    result: str = ""
     cancel_event: threading.Event = field(default_factory=threading.Event)
     thread: threading.Thread | None = None
     cleanup: Path | None = None
@@ -139,5 +140,40 @@ class JobRegistry:
                     on_done(job)
 
         job.thread = threading.Thread(target=work, name=f"ingest-{job.id}", daemon=True)
+        job.thread.start()
+        return job
+
+    def start_task(
+        self,
+        work: Callable[[Callable[[IngestEvent], None], threading.Event], str],
+        *,
+        collection: str,
+        description: str,
+    ) -> IngestJob:
+        """Run another long job on ``collection`` (e.g. a rebuild) under the same one-job-per-
+        collection rule. ``work(progress, cancel)`` reports IngestEvents and returns a one-line
+        result (kept in ``job.result``); a CancelledError ends the job as "cancelled".
+        Raises JobConflictError when a job on that collection is still running."""
+        with self._lock:
+            busy = next((j for j in self._jobs.values() if j.collection == collection and j.running), None)
+            if busy:
+                raise JobConflictError(
+                    f"a job on {collection!r} is already running (job {busy.id}: {busy.description}); wait for it or cancel it"
+                )
+            job = IngestJob(next(self._ids), collection, description)
+            self._jobs[job.id] = job
+
+        def run() -> None:
+            try:
+                job.result = work(job.on_event, job.cancel_event) or ""
+                job.state = "done"
+            except CancelledError as exc:
+                job.error, job.state = str(exc), "cancelled"
+            except WorkbenchError as exc:
+                job.error, job.state = str(exc), "failed"
+            except Exception as exc:  # never lose the reason of a crashed job
+                job.error, job.state = f"{type(exc).__name__}: {exc}", "failed"
+
+        job.thread = threading.Thread(target=run, name=f"task-{job.id}", daemon=True)
         job.thread.start()
         return job
