@@ -129,3 +129,24 @@ SAMPLE_DOCS = {
     "bread.txt": "Baking bread needs flour, water, salt and yeast. The dough is kneaded, left to rise for about an hour, shaped, and baked in a hot oven until the crust is brown.\n",
     "notes/rivers.md": "# Rivers\n\nThe Danube flows through ten countries, more than any other river in the world, from the Black Forest in Germany to the Black Sea.\n",
 }
+
+
+@pytest.fixture(scope="session")
+def squad_store(tmp_path_factory, corpus_dir, embedder):
+    """The 24 SQuAD dev articles (``../shared/corpus/squad/docs``) ingested once per test session
+    into collection ``squad`` of an embedded store (a few minutes on 2 cores; shared by every
+    test that needs them). Returns a namespace: ``settings``, ``store``, ``collection``,
+    ``docs`` (the folder), ``summary`` (the IngestSummary)."""
+    from types import SimpleNamespace
+
+    from workbench.ingest import ingest_paths
+    from workbench.store import open_store
+
+    docs = corpus_dir / "squad" / "docs"
+    if not docs.is_dir():
+        pytest.skip(f"the SQuAD articles are not here ({docs})")
+    settings = make_settings(tmp_path_factory.mktemp("squad"), collection_name="squad")
+    store = open_store(settings)
+    summary = ingest_paths([docs], settings=settings, store=store, embedder=embedder, collection="squad")
+    assert not summary.failures, summary.failures
+    return SimpleNamespace(settings=settings, store=store, collection="squad", docs=docs, summary=summary)

@@ -51,6 +51,7 @@ class Settings(BaseSettings):
         200, ge=16, description="Target chunk size in embedding-model tokens (≤ max_seq_length)."
     )
     chunk_overlap: int = Field(32, ge=0, description="Overlap between chunks, in model tokens.")
+    chunk_context: bool = Field(True, description="Embed and keyword-index each chunk after a header with its document title and section (workbench.chunking).")
     max_upload_mb: int = Field(200, ge=1, description="Largest upload accepted by the UI, MB.")
 
     # --- Chroma -------------------------------------------------------------------------

@@ -42,6 +42,8 @@ class Chunk:
     text: str
     section: str = ""
     ocr: bool = False
+    #: Context header ("title\n" or "title: section\n") embedded and indexed before ``text``.
+    header: str = ""
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,8 @@
 
 A document's identity is its ``source`` (path relative to the folder being ingested, or the
 file name); its ``document_id`` is the first 16 hex digits of sha256(source). Its *ingest key*
-is sha256 of (content hash, chunk size, chunk overlap, model, dimension, schema): an equal key
+is sha256 of (content hash, chunk size, chunk overlap, model, dimension, schema, chunker version,
+chunk context header on/off): an equal key
 means "unchanged, skip"; another key means "changed, replace". Chunk ids are deterministic:
 ``<document_id>-<ingest_key[:12]>-<chunk_index:06d>``.
 
@@ -22,7 +23,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .chunking import Chunker
+from .chunking import CHUNKER_VERSION, Chunker
 from .config import Settings
 from .documents import Chunk, FileResult, IngestEvent, IngestSummary, Page
 from .embeddings import Embedder
@@ -50,7 +51,7 @@ def document_id_for(source: str) -> str:
 
 def ingest_key_for(content_hash: str, settings: Settings, model: str, dimensions: int) -> str:
     """sha256 hex of everything that decides a document's chunks and vectors."""
-    parts = [content_hash, str(settings.chunk_size), str(settings.chunk_overlap), model, str(dimensions), str(SCHEMA_VERSION)]
+    parts = [content_hash, str(settings.chunk_size), str(settings.chunk_overlap), model, str(dimensions), str(SCHEMA_VERSION), CHUNKER_VERSION, str(settings.chunk_context)]
     return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()
 
 
@@ -105,7 +106,7 @@ class _Run:
             chunk_overlap=settings.chunk_overlap,
         )
         self.chunker = Chunker(
-            embedder.backend_tokenizer, settings.chunk_size, settings.chunk_overlap, embedder.max_seq_length
+            embedder.backend_tokenizer, settings.chunk_size, settings.chunk_overlap, embedder.max_seq_length, context=settings.chunk_context
         )
         self.flush_size = max(embedder.batch_size * 4, 64)
         self.buffer: list[tuple[Chunk, _Doc]] = []
@@ -198,7 +199,7 @@ class _Run:
         if not self.buffer:
             return
         batch, self.buffer = self.buffer, []
-        vectors = self.embedder.encode([chunk.text for chunk, _ in batch])
+        vectors = self.embedder.encode([chunk.header + chunk.text for chunk, _ in batch])
         ids, metas, texts = [], [], []
         for chunk, doc in batch:
             ids.append(doc.ids[chunk.chunk_index])
@@ -216,6 +217,7 @@ class _Run:
                     "token_count": chunk.token_count,
                     "content_hash": chunk.content_hash,
                     "section": chunk.section,
+                    "header": chunk.header,
                     "ocr": chunk.ocr,
                     "doc_hash": doc.content_hash,
                     "ingest_key": doc.key,

@@ -305,17 +305,21 @@ def render_pdf_page(path: Path, page_index: int, dpi: int):
 # --- whole files ----------------------------------------------------------------------
 
 
-def _pdf_text_layers(path: Path) -> list[str]:
-    """Text layer of every page (pypdf), "" where extraction fails. Same rules as the loaders:
-    encrypted PDFs open only with the empty user password. Raises DocumentError."""
+def _pdf_text_layers(path: Path, only: int | None = None) -> list[str | None]:
+    """Text layer of every page (pypdf), "" where extraction fails; with ``only`` (0-based),
+    just that page's text and None for the others. Same rules as the loaders: encrypted PDFs
+    open only with the empty user password. Raises DocumentError."""
     from pypdf import PdfReader
 
     try:
         reader = PdfReader(str(path), strict=False)
         if reader.is_encrypted and not reader.decrypt(""):
             raise DocumentError(f"{path.name}: PDF is encrypted and needs a password")
-        texts = []
-        for page in reader.pages:
+        texts: list[str | None] = []
+        for index, page in enumerate(reader.pages):
+            if only is not None and index != only:
+                texts.append(None)
+                continue
             try:
                 texts.append(page.extract_text() or "")
             except Exception:  # one bad page: OCR it instead
@@ -385,7 +389,7 @@ def page_view(path: Path, page: int, settings: Settings):
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".pdf":
-        texts = _pdf_text_layers(path)
+        texts = _pdf_text_layers(path, only=page - 1)
         if not 1 <= page <= len(texts):
             raise DocumentError(f"{path.name}: no page {page} (it has {len(texts)})")
         if _has_text_layer(texts[page - 1]):

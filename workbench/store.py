@@ -169,6 +169,9 @@ class Store:
         """Delete a collection and all its chunks; StoreError if it does not exist."""
         self.get_collection(name)
         self.client.delete_collection(name)
+        from .keyword import drop_index
+
+        drop_index(self.settings, name)  # its BM25 index folder goes too
 
     # --- documents -------------------------------------------------------------------
     @staticmethod

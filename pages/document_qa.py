@@ -1,0 +1,102 @@
+"""Document QA page: ask one document a question. Shows the answer span with its score and
+page, the context with the span highlighted and, for OCR'd pages, the page image with the OCR
+boxes drawn and the answer's boxes highlighted."""
+
+import html
+from pathlib import Path
+
+import streamlit as st
+
+from workbench.errors import WorkbenchError
+from workbench.loaders import SUPPORTED_EXTENSIONS
+from workbench.ocr import draw_boxes, page_view, span_boxes
+from workbench.qa import ask_document, load_qa_model, stage_upload
+from workbench_ui import collection_picker, get_settings, require_embedder, require_store
+
+
+def _escaped(text: str) -> str:
+    """HTML-escaped text on one line (<br> for newlines, so markdown never parses it)."""
+    return html.escape(text).replace("$", "&#36;").replace("\n", "<br>")
+
+
+st.title("❓ Document QA")
+settings = get_settings()
+try:
+    with st.spinner("Loading the QA model…"):
+        load_qa_model(settings)
+except WorkbenchError as exc:
+    st.error(f"QA model unavailable: {exc}")
+    st.stop()
+
+mode = st.radio("Document", ["Upload a file", "Ingested document"], horizontal=True)
+path: Path | None = None
+ask = {}
+if mode == "Upload a file":
+    upload = st.file_uploader("PDF, image or text file", type=sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS))
+    if upload is not None:
+        try:
+            path = stage_upload(upload.name, upload.getvalue(), settings)
+        except WorkbenchError as exc:
+            st.error(str(exc))
+            st.stop()
+        ask = {"path": path}
+else:
+    store = require_store()
+    collection = collection_picker(key="qa-collection")
+    documents = store.documents(collection) if collection and store.has_collection(collection) else []
+    if not documents:
+        st.info("This collection has no documents yet: ingest some on the Ingest page.")
+        st.stop()
+    document = st.selectbox("Document", documents, format_func=lambda d: f"{d.source} ({d.pages} pages)")
+    ask = {"collection": collection, "document_id": document.document_id, "store": store, "embedder": require_embedder()}
+    path = Path(document.source_path) if document.source_path and Path(document.source_path).is_file() else None
+
+question = st.text_input("Question", placeholder="What is this document about?")
+if not ask or not question.strip():
+    st.info("Choose a document and type a question.")
+    st.stop()
+
+try:
+    with st.spinner("Reading the document (OCR runs once per scanned page)…"):
+        result = ask_document(question, settings=settings, **ask)
+except WorkbenchError as exc:
+    st.error(str(exc))
+    st.stop()
+
+if not result.found:
+    st.warning(result.message)
+    st.stop()
+
+answer = result.answer
+st.markdown(f'<div style="font-size:1.5em;font-weight:600">{_escaped(answer.text)}</div>', unsafe_allow_html=True)
+c1, c2, c3 = st.columns(3)
+c1.metric("Score", f"{answer.score:.2f}", help="P(start)·P(end) of the span; QA_MIN_SCORE is " f"{result.min_score:.2f}")
+c2.metric("Page", answer.page or "–")
+c3.metric("Read", f"{result.windows} windows", help=f"{result.contexts} contexts in {result.seconds:.1f} s")
+
+before, span, after = answer.excerpt(400)
+st.caption(f"Context from {answer.source}" + (" (OCR)" if answer.ocr else ""))
+st.markdown(
+    f'<div style="line-height:1.6">{_escaped(before)}<mark>{_escaped(span)}</mark>{_escaped(after)}</div>',
+    unsafe_allow_html=True,
+)
+
+if path is not None and answer.page:
+    try:
+        view = page_view(path, answer.page, settings)
+    except WorkbenchError as exc:
+        view = None
+        st.caption(f"Page image unavailable: {exc}")
+    if view is not None:
+        image, ocr_page = view
+        marked = span_boxes(ocr_page, answer.page_start, answer.page_end)
+        st.image(
+            draw_boxes(image, ocr_page.boxes, marked),
+            caption=f"Page {answer.page}: {len(ocr_page.boxes)} OCR lines, answer in {len(marked)} highlighted",
+            width="stretch",
+        )
+
+if result.alternatives:
+    with st.expander("Other candidates"):
+        for alt in result.alternatives:
+            st.markdown(f"`{alt.score:.2f}` · page {alt.page or '–'} · {_escaped(alt.text)}", unsafe_allow_html=True)
