@@ -22,7 +22,9 @@ REPO = Path(__file__).resolve().parents[1]
 
 def _filler(topic: str, n: int) -> str:
     """n distinct sentences about ``topic`` (distinct, so every chunk has its own text)."""
-    return " ".join(f"In {1900 + 3 * i} the {topic} logbook recorded entry number {i * 7 + 1}." for i in range(n))
+    # one short paragraph per entry: the chunker keeps paragraphs whole and joins small ones up
+    # to CHUNK_SIZE, so a small CHUNK_SIZE gives several chunks per document
+    return "\n\n" + "\n\n".join(f"In {1900 + 3 * i} the {topic} logbook recorded entry number {i * 7 + 1}." for i in range(n))
 
 
 DOCS = {
