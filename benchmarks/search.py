@@ -156,7 +156,7 @@ def langchain_quality(corpus: Path, embedder, questions, tmp: Path) -> dict:
     t = time.perf_counter()
     docs = [Document(page_content=p.read_text(encoding="utf-8"), metadata={"source": p.name}) for p in sorted((corpus / "squad" / "docs").glob("*.md"))]
     splits = RecursiveCharacterTextSplitter(chunk_size=1000, chunk_overlap=200).split_documents(docs)
-    db = Chroma.from_documents(splits, HuggingFaceEmbeddings(model_name=str(embedder.path)), persist_directory=str(tmp / "lc"), collection_name="lc")
+    db = Chroma.from_documents(splits, HuggingFaceEmbeddings(model_name=str(embedder.path)), persist_directory=str(tmp / "langchain"), collection_name="langchain")
     build_s = time.perf_counter() - t
     ranks = []
     for q in questions:
