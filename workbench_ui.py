@@ -159,6 +159,40 @@ def text_html(text: str, terms: list[str] | tuple[str, ...] = ()) -> str:
     return f'<div class="wb-text" style="white-space: pre-wrap; overflow-wrap: anywhere">{body}</div>'
 
 
+SEARCH_MODE_LABELS = {
+    "vector": "Vector",
+    "keyword": "Keyword (BM25)",
+    "hybrid": "Hybrid",
+}
+SEARCH_MODE_HELP = (
+    "Vector: cosine similarity of the embeddings (finds paraphrases). Keyword: BM25 over the "
+    "words (finds exact names, codes, error messages). Hybrid: both lists fused (best measured "
+    "recall; see the Evaluate page)."
+)
+
+
+def search_mode_picker(*, key: str, horizontal: bool = True) -> str:
+    """A radio of the retrieval modes (vector / keyword / hybrid), SEARCH_MODE preselected."""
+    modes = list(SEARCH_MODE_LABELS)
+    return st.radio(
+        "Retrieval", modes, index=modes.index(get_settings().search_mode), format_func=SEARCH_MODE_LABELS.get,
+        horizontal=horizontal, key=key, help=SEARCH_MODE_HELP,
+    )
+
+
+def score_text(hit) -> str:
+    """The scores of a search hit as one line of markdown: for a hybrid hit its fused rank and
+    score with the vector (cosine) and keyword (BM25) scores it was fused from, else the one
+    score of its mode."""
+    if hit.mode == "hybrid":
+        keyword = f"`{hit.keyword_score:.2f}`" if hit.keyword_score else "— (no query word)"
+        return (f"fused rank {hit.rank} · fused `{hit.score:.3f}` · vector `{hit.vector_score:.3f}`"
+                f" · BM25 {keyword}")
+    if hit.mode == "keyword":
+        return f"BM25 `{hit.score:.2f}`"
+    return f"cosine `{hit.score:.3f}`"
+
+
 def show_text(text: str, terms: list[str] | tuple[str, ...] = ()) -> None:
     """Render document text escaped (see :func:`text_html`), with ``terms`` highlighted."""
     st.markdown(text_html(text, terms), unsafe_allow_html=True)

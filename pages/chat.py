@@ -1,22 +1,16 @@
 """Chat page: questions answered by an Ollama model from the retrieved chunks, with citations."""
 
-import re
 from pathlib import Path
 
 import streamlit as st
 
 from workbench import chat
 from workbench.errors import OllamaError, WorkbenchError
-from workbench_ui import collection_picker, get_settings, require_embedder, require_store
+from workbench_ui import collection_picker, get_settings, md_escape, require_embedder, require_store, score_text, search_mode_picker
 
 HISTORY = "chat_history"
 COLLECTIONS_PAGE = "pages/collections.py"
 _HAS_COLLECTIONS_PAGE = (Path(__file__).parent / "collections.py").exists()
-
-
-def md_escape(text: str) -> str:
-    """Escape markdown (and LaTeX $) so file names and user text show literally."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$])", r"\\\1", text)
 
 
 @st.cache_data(ttl=15, show_spinner=False)
@@ -41,7 +35,7 @@ def show_citations(turn: dict, show_context: bool) -> None:
     else:
         st.caption("Sources" if turn.get("content") else "Retrieved passages")
     for n, hit in enumerate(citations, 1):
-        label = f"[{n}] {md_escape(hit.file_name)} · page {hit.page} · score {hit.score:.3f}"
+        label = f"[{n}] {md_escape(hit.file_name)} · page {hit.page} · {score_text(hit)}"
         with st.expander(label):
             st.text(hit.text)
             if _HAS_COLLECTIONS_PAGE:
@@ -55,7 +49,7 @@ def show_citations(turn: dict, show_context: bool) -> None:
                        f"(≈{info['tokens']} of {info['budget']} tokens), {len(info['dropped'])} dropped "
                        f"to fit CONTEXT_WINDOW={info['context_window']}")
             for hit in info["dropped"]:
-                st.text(f"dropped: {hit.file_name}, page {hit.page}, score {hit.score:.3f}")
+                st.text(f"dropped: {hit.file_name}, page {hit.page}, score {hit.score:.3f} ({hit.mode})")
     if turn.get("timings"):
         st.caption(turn["timings"])
 
@@ -95,6 +89,7 @@ with st.sidebar:
     else:
         model = st.text_input("Model", settings.ollama_model, key="chat-model-name")
     top_k = st.slider("top_k", 1, max(20, settings.top_k), settings.top_k, key="chat-top-k")
+    search_mode = search_mode_picker(key="chat-search-mode", horizontal=False)
     temperature = st.slider("Temperature", 0.0, 1.5, chat.DEFAULT_TEMPERATURE, 0.05, key="chat-temperature")
     show_context = st.toggle("Show retrieved context", key="chat-show-context")
     retrieval_only = st.toggle("Retrieval only (no LLM)", key="chat-retrieval-only")
@@ -141,7 +136,8 @@ with st.chat_message("assistant"):
     try:
         stream = chat.ask_stream(question, settings=settings, store=store, embedder=require_embedder(),
                                  collection=collection, top_k=top_k, model=model, temperature=temperature,
-                                 history=earlier, mode="retrieval" if retrieval_only else "rag")
+                                 history=earlier, mode="retrieval" if retrieval_only else "rag",
+                                 search_mode=search_mode)
     except (WorkbenchError, ValueError) as exc:
         st.error(str(exc))
         turn["error"] = {"what": str(exc), "fixes": []}

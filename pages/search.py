@@ -6,7 +6,18 @@ import streamlit as st
 
 from workbench.errors import WorkbenchError
 from workbench.search import search
-from workbench_ui import collection_picker, get_settings, md_escape, plural, query_terms, require_embedder, require_store, show_text
+from workbench_ui import (
+    collection_picker,
+    get_settings,
+    md_escape,
+    plural,
+    query_terms,
+    require_embedder,
+    require_store,
+    score_text,
+    search_mode_picker,
+    show_text,
+)
 
 COLLECTIONS_PAGE = "pages/collections.py"
 
@@ -20,9 +31,14 @@ if not collection or not store.has_collection(collection):
 
 documents = store.documents(collection)
 query = st.text_input("Query", placeholder="Ask about your documents…", key="search-query")
+with st.container(key="search-mode-row"):
+    mode = search_mode_picker(key="search-mode")
 c1, c2, c3 = st.columns([1, 1, 2])
 top_k = c1.number_input("top_k", min_value=1, max_value=100, value=settings.top_k, key="search-top-k")
-min_score = c2.slider("Min score", -1.0, 1.0, 0.0, 0.05, key="search-min-score", help="Cosine similarity; weaker hits are dropped")
+min_score = c2.slider(
+    "Min score", -1.0, 1.0, 0.0, 0.05, key="search-min-score", disabled=mode == "keyword",
+    help="Cosine similarity (vector and hybrid modes); weaker hits are dropped. BM25 scores have no common scale, so keyword mode ignores it.",
+)
 by_id = {d.document_id: d for d in documents}
 document_id = c3.selectbox(
     "File",
@@ -36,7 +52,7 @@ if not query.strip():
 
 
 def run_search(text: str) -> list:
-    """The one search call of this page (a retrieval mode is one more keyword here)."""
+    """The one search call of this page."""
     return search(
         text,
         settings=settings,
@@ -45,7 +61,8 @@ def run_search(text: str) -> list:
         collection=collection,
         top_k=int(top_k),
         document_id=document_id,
-        min_score=min_score,
+        min_score=None if mode == "keyword" else min_score,
+        mode=mode,
     )
 
 
@@ -55,17 +72,20 @@ except WorkbenchError as exc:
     st.error(str(exc))
     st.stop()
 if not hits:
-    st.warning(f"No results at or above score {min_score:.2f}.")
+    if mode == "keyword":
+        st.warning("No chunk contains a word of the query: try vector or hybrid mode.")
+    else:
+        st.warning(f"No results at or above score {min_score:.2f}.")
     st.stop()
 
 terms = query_terms(query)
 st.html("<style>[class*='st-key-hit-'] .wb-text { max-height: 16rem; overflow-y: auto; }</style>")
-st.caption(f"{plural(len(hits), 'result')} from `{collection}`" + (f" · highlighted: {', '.join(terms)}" if terms else ""))
+st.caption(f"{plural(len(hits), 'result')} from `{collection}` ({mode})" + (f" · highlighted: {', '.join(terms)}" if terms else ""))
 for hit in hits:
     with st.container(border=True, key=f"hit-{hit.rank}"):
         head, link = st.columns([4, 1])
         head.markdown(
-            f"**{hit.rank}. {md_escape(hit.file_name)}** · page {hit.page} · chunk {hit.chunk_index} · score `{hit.score:.3f}`"
+            f"**{hit.rank}. {md_escape(hit.file_name)}** · page {hit.page} · chunk {hit.chunk_index} · {score_text(hit)}"
         )
         with link:
             st.page_link(

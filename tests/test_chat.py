@@ -307,6 +307,12 @@ def test_cli_ask_streams_answer_then_sources(cli_env, fake, capsys):
     assert data["answer"] == "Marguerite Olsen keeps the lighthouse [1]." and data["model"] == "qwen2.5:0.5b"
     assert data["citations"][0]["file"] == "harbor.md" and data["timings"]["eval_count"] == 6
     assert fake.chat_requests()[-1]["model"] == "qwen2.5:0.5b"
+    first = data["citations"][0]
+    assert first["mode"] == "hybrid" and -1 <= first["vector_score"] <= 1 and first["keyword_score"] > 0  # SEARCH_MODE
+
+    assert main(["ask", "Who keeps the harbor lighthouse?", "--json", "--search-mode", "vector"]) == 0
+    first = json.loads(capsys.readouterr().out)["citations"][0]
+    assert first["mode"] == "vector" and first["score"] == first["vector_score"] and "keyword_score" not in first
 
 
 @pytest.mark.timeout(30)

@@ -79,7 +79,8 @@ def test_streamed_answer_and_citations_reach_the_page(kb, fake, monkeypatch):
     assert [m.name for m in at.chat_message] == ["user", "assistant"]
     assert REPLY in texts(at.chat_message[1].markdown)
     labels = [e.label for e in at.chat_message[1].expander]
-    assert labels[0].startswith("[1] volcanoes") and "score" in labels[0]
+    assert at.radio(key="chat-search-mode").value == "hybrid"  # SEARCH_MODE
+    assert labels[0].startswith("[1] volcanoes") and "fused rank 1" in labels[0] and "BM25" in labels[0]
     assert "Mount Etna" in at.chat_message[1].expander[0].text[0].value  # chunk text shown as text
     sent = fake.chat_requests()[-1]
     assert sent["model"] == "llama3.2:latest" and "Mount Etna" in sent["messages"][-1]["content"]
@@ -92,6 +93,12 @@ def test_streamed_answer_and_citations_reach_the_page(kb, fake, monkeypatch):
     assert len(at.chat_message) == 4
     at.button(key="chat-new").click().run()
     assert len(at.chat_message) == 0 and not at.exception
+
+    # keyword retrieval: the citations carry BM25 scores only
+    at.radio(key="chat-search-mode").set_value("keyword").run()
+    at.chat_input[0].set_value("Which volcano in Sicily is active?").run()
+    labels = [e.label for e in at.chat_message[1].expander]
+    assert labels and labels[0].startswith("[1] volcanoes") and "BM25" in labels[0] and "cosine" not in labels[0]
 
 
 @pytest.mark.timeout(120)

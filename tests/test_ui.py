@@ -217,19 +217,42 @@ def test_search_cards_escape_document_text(ui):
 def test_search_filters_file_and_min_score(ui):
     store = ingest(ui)
     at = open_app("pages/search.py")
+    at.radio(key="search-mode").set_value("vector").run()
     at.slider(key="search-min-score").set_value(-1.0).run()
     at.number_input(key="search-top-k").set_value(50).run()
     at.text_input(key="search-query").set_value("volcano").run()
-    assert len([m for m in at.markdown if "· score `" in m.value]) == store.collection_info("uitest").chunks
+    assert len([m for m in at.markdown if "· cosine `" in m.value]) == store.collection_info("uitest").chunks
     bread = next(d for d in store.documents("uitest") if d.source == "bread.txt")
     at.selectbox(key="search-file").set_value(bread.document_id).run()
-    heads = [m.value for m in at.markdown if "· score `" in m.value]
+    heads = [m.value for m in at.markdown if "· cosine `" in m.value]
     assert len(heads) == 1 and "bread\\.txt" in heads[0]
     at.selectbox(key="search-file").set_value(None).run()
     at.slider(key="search-min-score").set_value(0.5).run()
-    heads = [m.value for m in at.markdown if "· score `" in m.value]
+    heads = [m.value for m in at.markdown if "· cosine `" in m.value]
     assert heads and all(float(h.rsplit("`", 2)[1]) >= 0.5 for h in heads)
     assert not any("bread" in h for h in heads)
+
+
+def test_search_modes_show_their_scores(ui):
+    """Hybrid is the default (SEARCH_MODE) and shows fused rank, fused, vector and BM25 scores;
+    keyword shows BM25 only and finds nothing without a query word; vector shows cosine."""
+    ingest(ui)
+    at = open_app("pages/search.py")
+    assert at.radio(key="search-mode").value == "hybrid"
+    at.text_input(key="search-query").set_value("Etna eruption").run()
+    heads = [m.value for m in at.markdown if "fused rank" in m.value]
+    assert heads and "volcanoes" in heads[0] and heads[0].startswith("**1.")
+    assert "fused rank 1 ·" in heads[0] and "vector `" in heads[0] and "BM25 `" in heads[0]
+    assert "(hybrid)" in texts(at.caption)
+    at.radio(key="search-mode").set_value("keyword").run()
+    assert at.slider(key="search-min-score").disabled
+    heads = [m.value for m in at.markdown if "BM25 `" in m.value]
+    assert heads and "volcanoes" in heads[0] and not any("cosine" in h or "fused" in h for h in heads)
+    assert all(float(h.rsplit("`", 2)[1]) > 0 for h in heads)
+    at.text_input(key="search-query").set_value("zzzqx unmatched").run()
+    assert "No chunk contains a word of the query" in texts(at.warning)
+    at.radio(key="search-mode").set_value("vector").run()
+    assert [m.value for m in at.markdown if "· cosine `" in m.value]
 
 
 # --- collections ---------------------------------------------------------------------------------

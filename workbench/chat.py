@@ -388,9 +388,11 @@ class ChatTimings:
 
 
 def citation_dict(number: int, hit: Hit) -> dict[str, Any]:
-    """JSON-friendly citation: n, file, source, page, score (cosine), chunk_id, document_id, text."""
+    """JSON-friendly citation: n, file, source, page, score (of the retrieval ``mode``: cosine,
+    BM25 or fused), vector_score / keyword_score when known, chunk_id, document_id, text."""
+    scores = {k: round(float(v), 4) for k, v in (("vector_score", hit.vector_score), ("keyword_score", hit.keyword_score)) if v is not None}
     return {"n": number, "file": hit.file_name, "source": hit.source, "page": hit.page,
-            "score": round(float(hit.score), 4), "chunk_id": hit.chunk_id,
+            "score": round(float(hit.score), 4), "mode": hit.mode, **scores, "chunk_id": hit.chunk_id,
             "document_id": hit.document_id, "section": hit.section, "text": hit.text}
 
 
@@ -505,12 +507,13 @@ def ask_stream(
     history: Sequence[dict[str, str]] = (),
     mode: str = "rag",
     hits: Sequence[Hit] | None = None,
+    search_mode: str | None = None,
 ) -> ChatStream:
     """Retrieve passages for ``question`` and prepare the streamed answer (the server is called
     when the returned :class:`ChatStream` is iterated).
 
-    Retrieval: ``workbench.search.search(question, collection=..., top_k=...)`` (cosine scores)
-    unless ``hits`` are given. mode: "rag" (default) or "retrieval" (no LLM call). model defaults
+    Retrieval: ``workbench.search.search(question, collection=..., top_k=..., mode=search_mode)``
+    (search_mode defaults to SEARCH_MODE: vector, keyword or hybrid) unless ``hits`` are given. mode: "rag" (default) or "retrieval" (no LLM call). model defaults
     to OLLAMA_MODEL, top_k to TOP_K, the budget to CONTEXT_WINDOW (also sent as ``num_ctx`` so
     Ollama does not silently truncate the prompt to its own default window).
     Raises ValueError for an empty question or unknown mode, ConfigError when the question does
@@ -525,7 +528,8 @@ def ask_stream(
         from .search import search
 
         hits = search(question, settings=settings, store=store, embedder=embedder,
-                      collection=collection, top_k=top_k or settings.top_k)
+                      collection=collection, top_k=top_k or settings.top_k,
+                      mode=search_mode or settings.search_mode)
     retrieval_s = time.perf_counter() - t0
     prompt = build_messages(question, list(hits), history, embedder_or_token_counter=embedder,
                             context_window=settings.context_window)

@@ -16,6 +16,7 @@ def register(sub) -> None:
     p.add_argument("--model", "-m", help="Ollama model (default OLLAMA_MODEL)")
     p.add_argument("--collection", "-c", help="collection to retrieve from (default COLLECTION_NAME)")
     p.add_argument("--top-k", "-k", type=int, help="chunks to retrieve (default TOP_K)")
+    p.add_argument("--search-mode", choices=("vector", "keyword", "hybrid"), help="retrieval mode (default SEARCH_MODE)")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="sampling temperature")
     p.add_argument("--retrieval-only", action="store_true", help="only show the retrieved passages (no LLM)")
     p.add_argument("--json", action="store_true", help="print {answer, model, citations[], timings} as JSON")
@@ -41,7 +42,7 @@ def run(args, settings: Settings) -> int:
     stream = ask_stream(
         args.question, settings=settings, store=open_store(settings), embedder=get_embedder(settings),
         collection=args.collection, top_k=args.top_k, model=args.model, temperature=args.temperature,
-        mode="retrieval" if args.retrieval_only else "rag",
+        mode="retrieval" if args.retrieval_only else "rag", search_mode=args.search_mode,
     )
     error: OllamaError | None = None
     try:

@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--top-k", "-k", type=int, help="number of results (default TOP_K)")
     p.add_argument("--collection", "-c")
     p.add_argument("--file", help="only chunks of this file name")
-    p.add_argument("--mode", choices=("vector", "keyword", "hybrid"), default="vector", help="vector (default), keyword (BM25) or hybrid (RRF)")
+    p.add_argument("--mode", choices=("vector", "keyword", "hybrid"), help="vector (cosine), keyword (BM25) or hybrid (fused); default SEARCH_MODE")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--queries-file", type=Path, help="one query a line; one JSON line of results each")
     p.set_defaults(func=run_search)
@@ -110,7 +110,7 @@ def run_search(args, settings: Settings) -> int:
         print("error: give a QUERY or --queries-file", file=sys.stderr)
         return 2
     for query in queries:
-        hits = search(query, settings=settings, store=store, embedder=embedder, collection=args.collection, top_k=args.top_k, file_name=args.file, mode=args.mode)
+        hits = search(query, settings=settings, store=store, embedder=embedder, collection=args.collection, top_k=args.top_k, file_name=args.file, mode=args.mode or settings.search_mode)
         if args.json or args.queries_file:
             print(json.dumps({"query": query, "results": [_hit_dict(h) for h in hits]}, ensure_ascii=False))
             continue
