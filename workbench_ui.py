@@ -90,6 +90,16 @@ def collection_picker(label: str = "Collection", *, key: str | None = None, allo
     return choice
 
 
+def existing_collection(label: str = "Collection", *, key: str) -> str:
+    """:func:`collection_picker`, then stop the page with a hint when the chosen collection does
+    not exist yet (nothing ingested). Returns the name of an existing collection."""
+    collection = collection_picker(label, key=key)
+    if not collection or not require_store().has_collection(collection):
+        st.info(f"Collection `{collection}` does not exist yet: ingest documents first (Ingest page).")
+        st.stop()
+    return collection
+
+
 def sidebar() -> None:
     """Show the active collection and the store on every page."""
     settings = get_settings()

@@ -16,7 +16,7 @@ from workbench.chunking import SPECIAL_TOKENS
 from workbench.errors import WorkbenchError
 from workbench.ingest import SourceFile
 from workbench_ui import (
-    collection_picker,
+    existing_collection,
     get_jobs,
     get_settings,
     job_panel,
@@ -120,10 +120,7 @@ with import_col.expander("📦 Import an archive"):
                 st.error(str(exc))
 
 st.divider()
-collection = collection_picker("Open collection", key="coll-open")
-if not collection or not store.has_collection(collection):
-    st.info(f"Collection `{collection}` does not exist yet.")
-    st.stop()
+collection = existing_collection("Open collection", key="coll-open")
 info = store.collection_info(collection)
 busy = jobs.running_for(collection)
 st.caption(

@@ -9,14 +9,11 @@ from workbench.charts import map_figure
 from workbench.embedding_map import build_map, umap_available
 from workbench.errors import WorkbenchError
 from workbench.keyword import collection_generation
-from workbench_ui import collection_picker, require_embedder, require_store
+from workbench_ui import existing_collection, require_embedder, require_store
 
 st.title("🗺️ Embedding map")
 store = require_store()
-collection = collection_picker(key="map-collection")
-if not collection or not store.has_collection(collection):
-    st.info(f"Collection `{collection}` does not exist yet: ingest documents first (Ingest page).")
-    st.stop()
+collection = existing_collection(key="map-collection")
 
 c1, c2 = st.columns([1, 1])
 methods = {"PCA": "pca"} | ({"UMAP": "umap"} if umap_available() else {})

@@ -11,7 +11,7 @@ from workbench.charts import recall_chart
 from workbench.errors import WorkbenchError
 from workbench.evaluate import evaluate, generate_questions, is_relevant, parse_questions, to_jsonl
 from workbench.search import MODES
-from workbench_ui import collection_picker, get_settings, md_escape, query_terms, require_embedder, require_store, show_text
+from workbench_ui import existing_collection, get_settings, md_escape, query_terms, require_embedder, require_store, show_text
 
 COLLECTIONS_PAGE = "pages/collections.py"
 state = st.session_state
@@ -24,10 +24,7 @@ st.caption(
 )
 settings = get_settings()
 store = require_store()
-collection = collection_picker(key="eval-collection")
-if not collection or not store.has_collection(collection):
-    st.info(f"Collection `{collection}` does not exist yet: ingest documents first (Ingest page).")
-    st.stop()
+collection = existing_collection(key="eval-collection")
 
 # --- the question set ---------------------------------------------------------------------------
 source = st.radio("Question set", ["Upload JSONL", "Generate from this collection"], horizontal=True, key="eval-source")

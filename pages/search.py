@@ -7,7 +7,7 @@ import streamlit as st
 from workbench.errors import WorkbenchError
 from workbench.search import search
 from workbench_ui import (
-    collection_picker,
+    existing_collection,
     get_settings,
     md_escape,
     plural,
@@ -24,10 +24,7 @@ COLLECTIONS_PAGE = "pages/collections.py"
 st.title("🔎 Search")
 settings = get_settings()
 store = require_store()
-collection = collection_picker(key="search-collection")
-if not collection or not store.has_collection(collection):
-    st.info(f"Collection `{collection}` does not exist yet: ingest documents first (Ingest page).")
-    st.stop()
+collection = existing_collection(key="search-collection")
 
 documents = store.documents(collection)
 query = st.text_input("Query", placeholder="Ask about your documents…", key="search-query")

@@ -78,6 +78,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def stop_process(proc: subprocess.Popen, timeout: float = 10.0) -> None:
+    """Terminate a server started by a test, kill it when it has not exited after ``timeout`` s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout)
+
+
 def wait_http(url: str, timeout: float = 60.0) -> None:
     """Poll ``url`` until it answers 200 or raise after ``timeout`` seconds."""
     deadline = time.monotonic() + timeout
@@ -106,11 +116,7 @@ def chroma_server(tmp_path_factory):
         wait_http(f"http://127.0.0.1:{port}/api/v2/heartbeat", 60)
         yield "127.0.0.1", port
     finally:
-        proc.terminate()
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc)
         log.close()
 
 

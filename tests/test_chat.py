@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import make_settings, write_docs
+from tests.conftest import make_settings, stop_process, write_docs
 from tests.fake_ollama import FakeOllama, last_user_message
 from workbench import chat
 from workbench.config import Settings
@@ -339,5 +339,4 @@ def test_fake_server_runs_by_hand(kb):
         result = chat.answer("q?", settings=s, embedder=kb[2], hits=make_hits(1, 30))
         assert "unique-marker-0" in result.answer  # the demo reply quotes passage [1]
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_process(proc)

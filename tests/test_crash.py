@@ -23,7 +23,7 @@ CHILD = textwrap.dedent(
     from workbench.ingest import ingest_paths
     from workbench.store import open_store
 
-    settings = make_settings(Path(sys.argv[1]))
+    settings = make_settings(Path(sys.argv[1]), embedding_batch_size=8)  # flushes of 128 chunks
     store = open_store(settings)
     def progress(event):
         if event.kind == "chunks":

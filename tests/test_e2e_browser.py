@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import MODEL_CACHE, free_port, wait_http
+from tests.conftest import MODEL_CACHE, free_port, stop_process, wait_http
 
 pytestmark = pytest.mark.browser
 
@@ -59,11 +59,7 @@ def app_url(tmp_path_factory):
         wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60)
         yield f"http://127.0.0.1:{port}"
     finally:
-        proc.terminate()
-        try:
-            proc.wait(15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
+        stop_process(proc, 15)
         log.close()
         shutil.copy(tmp / "streamlit.log", ARTIFACTS / "streamlit.log") if ARTIFACTS.is_dir() else None
 

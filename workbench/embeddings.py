@@ -138,7 +138,15 @@ def _load_openvino(source: Path, cache_dir: Path):
 
     target = cache_dir / "openvino" / source.name
     if (target / "openvino" / "openvino_model.xml").exists():
-        return SentenceTransformer(str(target), device="cpu", backend="openvino")
+        # optimum-intel warns "Could not infer whether the model was already converted" on every
+        # load of a local export (it looks for a Hub revision); the export is there, so say nothing.
+        quiet = logging.getLogger("optimum.intel.openvino.modeling_base")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            return SentenceTransformer(str(target), device="cpu", backend="openvino")
+        finally:
+            quiet.setLevel(level)
     log.info("exporting %s to OpenVINO IR in %s (once)", source, target)
     model = SentenceTransformer(str(source), device="cpu", backend="openvino")
     fill_atomically(target, lambda tmp: model.save_pretrained(str(tmp)))

@@ -108,7 +108,11 @@ class _Run:
         self.chunker = Chunker(
             embedder.backend_tokenizer, settings.chunk_size, settings.chunk_overlap, embedder.max_seq_length, context=settings.chunk_context
         )
-        self.flush_size = max(embedder.batch_size * 4, 64)
+        # Chunks per encode call. sentence-transformers sorts one call's texts by length before
+        # batching, so a bigger call pads less: on shared/corpus/text (2,660 chunks) padded
+        # tokens are 1.19x the real ones in calls of 128, 1.06x in calls of 512 (1.01x for one
+        # call over everything). One call of 512 takes ~5-25 s on 2 cores, the progress step.
+        self.flush_size = max(embedder.batch_size * 16, 64)
         self.buffer: list[tuple[Chunk, _Doc]] = []
         self.open_docs: list[_Doc] = []
         self.summary = IngestSummary(collection=name)
