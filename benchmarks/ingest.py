@@ -72,7 +72,7 @@ def langchain_pipeline(files_dir: Path, tmp: Path, model_path: str) -> tuple[flo
 
 
 PEAK_CHILD = """
-import resource, sys
+import os, resource, sys, threading
 sys.path.insert(0, sys.argv[3])
 from pathlib import Path
 from tests.conftest import make_settings
@@ -80,14 +80,29 @@ from workbench.embeddings import get_embedder
 from workbench.ingest import ingest_paths
 from workbench.store import open_store
 s = make_settings(Path(sys.argv[2]))
-ingest_paths([Path(sys.argv[1])], settings=s, store=open_store(s), embedder=get_embedder(s))
-print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024)
+store, embedder = open_store(s), get_embedder(s)
+embedder.encode(["warm up"])
+load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
+page = os.sysconf("SC_PAGE_SIZE")
+rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page // 2**20
+before, peak, done = rss(), [0], threading.Event()
+def sample():
+    while not done.wait(0.05):
+        peak[0] = max(peak[0], rss())
+threading.Thread(target=sample, daemon=True).start()
+ingest_paths([Path(sys.argv[1])], settings=s, store=store, embedder=embedder)
+done.set()
+print(load_peak, before, max(peak[0], rss()))
 """
 
 
-def peak_mb(files_dir: Path, tmp: Path) -> int:
+def peak_mb(files_dir: Path, tmp: Path) -> dict:
+    """A child process ingests ``files_dir``: ``{"load_peak", "before_ingest", "ingest_peak"}``
+    in MB (the peak while loading the model, the RSS after loading, the sampled peak RSS during
+    the ingest, every 50 ms)."""
     out = subprocess.run([sys.executable, "-c", PEAK_CHILD, str(files_dir), str(tmp), str(REPO)], capture_output=True, text=True, check=True)
-    return int(out.stdout.strip().splitlines()[-1])
+    load_peak, before, during = map(int, out.stdout.strip().splitlines()[-1].split())
+    return {"load_peak": load_peak, "before_ingest": before, "ingest_peak": during}
 
 
 def make_long_pdf(path: Path, pages: int) -> None:
@@ -128,9 +143,30 @@ def squad_recall(backend: str, tmp: Path, corpus: Path, n: int = 300) -> float:
     return found / len(rows)
 
 
+def memory(files: Path, tmp: Path) -> dict:
+    """Peak RSS of a child ingesting the corpus once, three times over (distinct copies), and a
+    generated 1,000-page PDF."""
+    one = peak_mb(files, tmp / "peak1")
+    triple = tmp / "text3"
+    for k in range(3):
+        for p in files.rglob("*"):
+            if p.is_file():
+                target = triple / f"copy{k}" / p.relative_to(files)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_bytes(p.read_bytes() + f"\n\ncopy {k}\n".encode())
+    three = peak_mb(triple, tmp / "peak3")
+    big = tmp / "bigpdf"
+    big.mkdir()
+    make_long_pdf(big / "long.pdf", 1000)
+    pdf = peak_mb(big, tmp / "peakpdf")
+    print(f"RSS MB (load peak / before ingest / ingest peak): x1 {one}, x3 {three}, 1000-page PDF {pdf}", flush=True)
+    return {"rss_mb_corpus_x1": one, "rss_mb_corpus_x3": three, "rss_mb_1000_page_pdf": pdf}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the LangChain run, peak memory and quality")
+    parser.add_argument("--memory", action="store_true", help="only the peak-memory runs")
     args = parser.parse_args()
     corpus = require_corpus()
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
@@ -138,6 +174,11 @@ def main() -> None:
     shutil.copytree(corpus / "text", files, ignore=shutil.ignore_patterns("MANIFEST.md"))
     result: dict = {"corpus": "shared/corpus/text", "files": sum(1 for p in files.rglob("*") if p.is_file())}
 
+    if args.memory:
+        result.update(memory(files, tmp))
+        print(result)
+        write_result("ingest-memory", result)
+        return
     embedder, texts, first, second, chunks = our_ingest(files, tmp / "ours", "openvino")
     from sentence_transformers import SentenceTransformer
 
@@ -161,21 +202,7 @@ def main() -> None:
         result.update(langchain_s=lc_s, langchain_chunks=lc_chunks, speedup_over_langchain=lc_s / first,
                       langchain_chunks_per_s=lc_chunks / lc_s, speedup_over_langchain_per_chunk=(chunks / first) / (lc_chunks / lc_s))
         print(f"langchain {lc_s:.1f} s for {lc_chunks} chunks", flush=True)
-        one = peak_mb(files, tmp / "peak1")
-        triple = tmp / "text3"
-        for k in range(3):
-            for p in files.rglob("*"):
-                if p.is_file():
-                    target = triple / f"copy{k}" / p.relative_to(files)
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    target.write_bytes(p.read_bytes() + f"\n\ncopy {k}\n".encode())
-        three = peak_mb(triple, tmp / "peak3")
-        big = tmp / "bigpdf"
-        big.mkdir()
-        make_long_pdf(big / "long.pdf", 1000)
-        pdf_peak = peak_mb(big, tmp / "peakpdf")
-        result.update(peak_rss_mb_corpus_x1=one, peak_rss_mb_corpus_x3=three, peak_rss_mb_1000_page_pdf=pdf_peak)
-        print(f"peak RSS MB: x1 {one}, x3 {three}, 1000-page PDF {pdf_peak}", flush=True)
+        result.update(memory(files, tmp))
         result.update(squad_recall5_torch=squad_recall("torch", tmp / "q-torch", corpus), squad_recall5_openvino=squad_recall("openvino", tmp / "q-ov", corpus))
     shutil.rmtree(tmp, ignore_errors=True)
     width = max(len(k) for k in result)

@@ -310,7 +310,8 @@ def test_reingest_picks_up_a_changed_file(ui):
     at.button(key="coll-reingest").click().run()
     assert not at.exception and not at.error
     job = jobs().get(at.session_state["coll-job"])
-    assert job.wait(300) and job.state == "done" and [r.status for r in job.summary.results] == ["replaced"]
+    assert job.wait(300) and job.state == "done", job.error
+    assert [r.status for r in job.summary.results] == ["replaced"]
     at.run()
     assert "starter of flour" in texts(at.get_by_key("chunk-0").markdown)
     assert len(store.documents("uitest")) == len(DOCS)

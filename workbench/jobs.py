@@ -9,6 +9,7 @@ rolls back unfinished documents, so the store stays consistent.
 from __future__ import annotations
 
 import itertools
+import logging
 import shutil
 import threading
 import time
@@ -20,6 +21,8 @@ from .config import Settings
 from .documents import IngestEvent, IngestSummary
 from .errors import CancelledError, WorkbenchError
 from .ingest import SourceFile, ingest_paths
+
+log = logging.getLogger(__name__)
 
 
 class JobConflictError(WorkbenchError):
@@ -131,8 +134,10 @@ class JobRegistry:
                 job.state = "cancelled" if job.summary.cancelled else "done"
             except WorkbenchError as exc:
                 job.error, job.state = str(exc), "failed"
+                log.warning("job %s (%s) failed: %s", job.id, job.description, exc)
             except Exception as exc:  # never lose the reason of a crashed job
                 job.error, job.state = f"{type(exc).__name__}: {exc}", "failed"
+                log.exception("job %s (%s) crashed", job.id, job.description)
             finally:
                 if job.cleanup:
                     shutil.rmtree(job.cleanup, ignore_errors=True)
@@ -171,8 +176,10 @@ class JobRegistry:
                 job.error, job.state = str(exc), "cancelled"
             except WorkbenchError as exc:
                 job.error, job.state = str(exc), "failed"
+                log.warning("job %s (%s) failed: %s", job.id, job.description, exc)
             except Exception as exc:  # never lose the reason of a crashed job
                 job.error, job.state = f"{type(exc).__name__}: {exc}", "failed"
+                log.exception("job %s (%s) crashed", job.id, job.description)
 
         job.thread = threading.Thread(target=run, name=f"task-{job.id}", daemon=True)
         job.thread.start()
