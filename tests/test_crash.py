@@ -9,6 +9,8 @@ import subprocess
 import sys
 import textwrap
 
+import pytest
+
 from tests.conftest import REPO, make_settings, write_docs
 from workbench.ingest import ingest_paths
 from workbench.search import search
@@ -102,3 +104,40 @@ def test_repair_drops_uncommitted_and_stale_versions(tmp_path, embedder):
     assert [d.source for d in store.documents("knowledge_base")] == ["y.md"]
     assert store.documents("knowledge_base")[0].ingest_key == old_meta["ingest_key"]
     assert store.repair("knowledge_base") == 0
+
+
+HOLDER = textwrap.dedent(
+    """
+    import sys, time
+    from pathlib import Path
+    from tests.conftest import make_settings
+    from workbench.ingest import collection_lock
+
+    with collection_lock(make_settings(Path(sys.argv[1])), "knowledge_base"):
+        print("LOCKED", flush=True)
+        time.sleep(120)
+    """
+)
+
+
+def test_a_second_process_cannot_ingest_into_the_same_collection_until_the_first_dies(tmp_path, embedder):
+    """Each ingest repairs (deletes uncommitted chunks) first, so two processes ingesting into one
+    collection would delete each other's work: the second is refused, and a kill -9 of the first
+    frees the collection."""
+    from workbench.errors import IngestBusyError
+
+    settings = make_settings(tmp_path)
+    write_docs(settings.knowledge_base_path, {"a.md": long_doc("glacier", 3)})
+    holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(tmp_path)], cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "LOCKED"
+        store = open_store(settings)
+        with pytest.raises(IngestBusyError, match=rf"collection 'knowledge_base' is running \(pid {holder.pid}\)"):
+            ingest_paths([settings.knowledge_base_path], settings=settings, store=store, embedder=embedder)
+        assert not store.has_collection("knowledge_base") or store.collection_info("knowledge_base").chunks == 0
+    finally:
+        os.kill(holder.pid, signal.SIGKILL)
+        holder.wait(30)
+    summary = ingest_paths([settings.knowledge_base_path], settings=settings, store=store, embedder=embedder)
+    assert [r.status for r in summary.results] == ["added"]

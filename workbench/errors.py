@@ -29,5 +29,9 @@ class OllamaError(WorkbenchError):
     """The Ollama server failed; the message says what failed and how to fix it."""
 
 
+class IngestBusyError(StoreError):
+    """Another process is ingesting into the same collection right now."""
+
+
 class CancelledError(WorkbenchError):
     """A long job was cancelled by the user."""

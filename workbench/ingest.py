@@ -14,6 +14,8 @@ document searchable after ``Store.repair``, which every run calls first.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import hashlib
 import logging
 import os
@@ -27,7 +29,7 @@ from .chunking import CHUNKER_VERSION, Chunker
 from .config import Settings
 from .documents import Chunk, FileResult, IngestEvent, IngestSummary, Page
 from .embeddings import Embedder
-from .errors import CancelledError, DocumentError
+from .errors import CancelledError, DocumentError, IngestBusyError
 from .loaders import file_hash, is_supported, iter_pages
 from .store import SCHEMA_VERSION, Store, now_iso
 
@@ -282,6 +284,54 @@ def _size(path: Path) -> int:
         return 0
 
 
+def lock_path(settings: Settings, collection: str) -> Path:
+    """The lock file of ``collection``: ``<CHROMA_PERSIST_PATH>/locks/<collection>.lock``
+    (``.../locks/<host>_<port>/...`` for a Chroma server: it guards the processes of this machine)."""
+    root = Path(settings.chroma_persist_path) / "locks"
+    if settings.chroma_host:
+        root = root / f"{settings.chroma_host}_{settings.chroma_port}"
+    name = collection if len(collection) <= 200 else hashlib.sha256(collection.encode()).hexdigest()
+    return root / f"{name}.lock"
+
+
+@contextlib.contextmanager
+def collection_lock(settings: Settings, collection: str) -> Iterator[None]:
+    """Hold an exclusive OS lock (``fcntl.flock``) on ``collection`` for one ingest.
+
+    Every ingest starts by repairing what a killed run left (uncommitted chunks), which would
+    delete the chunks of another process's ingest still in progress; the lock makes a second
+    ingester fail at once instead. The kernel releases the lock when its holder dies, even by
+    kill -9, so a crash never leaves the collection locked. Raises IngestBusyError naming the
+    process that holds it. When the lock file cannot be created (a read-only folder), the
+    ingest goes on unlocked with a warning in the log.
+    """
+    path = lock_path(settings, collection)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+", encoding="utf-8")
+    except OSError as exc:
+        log.warning("cannot create the ingest lock %s (%s); ingesting without it", path, exc)
+        yield
+        return
+    with handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "another process"
+            raise IngestBusyError(
+                f"another ingest into collection {collection!r} is running ({holder}); wait for it to finish"
+            ) from None
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"pid {os.getpid()}")
+            handle.flush()
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ingest_paths(
     paths: Iterable[Path | SourceFile],
     *,
@@ -301,10 +351,16 @@ def ingest_paths(
     ``cancel`` stops after the current batch; unfinished documents are rolled back and
     ``summary.cancelled`` is True. Progress goes to ``progress`` as IngestEvents.
 
-    Raises CollectionMismatchError when the collection was built with another model, and
-    StoreError when the store cannot be written.
+    Raises CollectionMismatchError when the collection was built with another model,
+    IngestBusyError when another process is ingesting into the same collection (see
+    :func:`collection_lock`), and StoreError when the store cannot be written.
     """
     name = collection or settings.collection_name
+    with collection_lock(settings, name):
+        return _ingest_locked(paths, settings, store, embedder, name, progress, prune, cancel)
+
+
+def _ingest_locked(paths, settings, store, embedder, name, progress, prune, cancel) -> IngestSummary:
     run = _Run(settings, store, embedder, name, progress, cancel)
     store.repair(name)
     items = discover(paths)
