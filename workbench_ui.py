@@ -9,7 +9,7 @@ import re
 
 import streamlit as st
 
-from workbench.config import Settings
+from workbench.config import SEARCH_MODES, Settings
 from workbench.embeddings import Embedder
 from workbench.embeddings import get_embedder as _get_embedder
 from workbench.errors import WorkbenchError
@@ -183,7 +183,7 @@ SEARCH_MODE_HELP = (
 
 def search_mode_picker(*, key: str, horizontal: bool = True) -> str:
     """A radio of the retrieval modes (vector / keyword / hybrid), SEARCH_MODE preselected."""
-    modes = list(SEARCH_MODE_LABELS)
+    modes = list(SEARCH_MODES)
     return st.radio(
         "Retrieval", modes, index=modes.index(get_settings().search_mode), format_func=SEARCH_MODE_LABELS.get,
         horizontal=horizontal, key=key, help=SEARCH_MODE_HELP,

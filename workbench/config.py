@@ -15,6 +15,10 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
+#: Retrieval modes of :func:`workbench.search.search` (vector, keyword = BM25, hybrid = fused).
+SEARCH_MODES = ("vector", "keyword", "hybrid")
+
+
 class Settings(BaseSettings):
     """Every setting of the workbench. Paths may be relative: they resolve against the
     working directory (``/app`` in the container, the repository root with ``make run``)."""
@@ -66,7 +70,7 @@ class Settings(BaseSettings):
         "knowledge_base", description="Default collection (3-512 chars of [a-zA-Z0-9._-])."
     )
     top_k: int = Field(5, ge=1, le=100, description="Default number of chunks a search returns.")
-    search_mode: Literal["vector", "keyword", "hybrid"] = Field(
+    search_mode: Literal[SEARCH_MODES] = Field(
         "hybrid",
         description="Default retrieval mode of the Search and Chat pages and the search/ask CLI: "
         "vector (cosine), keyword (BM25) or hybrid (both, fused). Hybrid measured best on SQuAD "

@@ -25,6 +25,18 @@ from .ingest import SourceFile, ingest_paths
 log = logging.getLogger(__name__)
 
 
+def _record_failure(job: "IngestJob", exc: Exception) -> None:
+    """Mark ``job`` failed with a one-line reason and log it (a traceback when the error was not
+    raised on purpose): the reason of a crashed job is never lost."""
+    job.state = "failed"
+    if isinstance(exc, WorkbenchError):
+        job.error = str(exc)
+        log.warning("job %s (%s) failed: %s", job.id, job.description, exc)
+    else:
+        job.error = f"{type(exc).__name__}: {exc}"
+        log.error("job %s (%s) crashed", job.id, job.description, exc_info=exc)
+
+
 class JobConflictError(WorkbenchError):
     """Another ingestion job is already running on that collection."""
 
@@ -132,12 +144,8 @@ class JobRegistry:
                     cancel=job.cancel_event,
                 )
                 job.state = "cancelled" if job.summary.cancelled else "done"
-            except WorkbenchError as exc:
-                job.error, job.state = str(exc), "failed"
-                log.warning("job %s (%s) failed: %s", job.id, job.description, exc)
-            except Exception as exc:  # never lose the reason of a crashed job
-                job.error, job.state = f"{type(exc).__name__}: {exc}", "failed"
-                log.exception("job %s (%s) crashed", job.id, job.description)
+            except Exception as exc:
+                _record_failure(job, exc)
             finally:
                 if job.cleanup:
                     shutil.rmtree(job.cleanup, ignore_errors=True)
@@ -174,12 +182,8 @@ class JobRegistry:
                 job.state = "done"
             except CancelledError as exc:
                 job.error, job.state = str(exc), "cancelled"
-            except WorkbenchError as exc:
-                job.error, job.state = str(exc), "failed"
-                log.warning("job %s (%s) failed: %s", job.id, job.description, exc)
-            except Exception as exc:  # never lose the reason of a crashed job
-                job.error, job.state = f"{type(exc).__name__}: {exc}", "failed"
-                log.exception("job %s (%s) crashed", job.id, job.description)
+            except Exception as exc:
+                _record_failure(job, exc)
 
         job.thread = threading.Thread(target=run, name=f"task-{job.id}", daemon=True)
         job.thread.start()

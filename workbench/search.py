@@ -18,7 +18,7 @@ import weakref
 
 import numpy as np
 
-from .config import Settings
+from .config import SEARCH_MODES, Settings
 from .documents import Hit
 from .embeddings import Embedder
 from .hybrid import CONVEX_WEIGHTS, FUSIONS, HYBRID_DEPTH, RRF_K, SENTENCE_RERANK, convex, rrf, sentence_scores
@@ -27,7 +27,7 @@ from .store import Store, hit_from_record
 #: Extra candidates fetched so that uncommitted chunks (an ingest in progress) can be dropped
 #: without returning fewer than top_k results.
 _MARGIN = 10
-MODES = ("vector", "keyword", "hybrid")
+MODES = SEARCH_MODES
 __all__ = ["MODES", "FUSIONS", "rrf", "search"]
 
 

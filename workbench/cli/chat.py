@@ -6,7 +6,7 @@ import json
 import sys
 
 from ..chat import DEFAULT_TEMPERATURE, ask_stream, citation_dict
-from ..config import Settings
+from ..config import SEARCH_MODES, Settings
 from ..errors import OllamaError
 
 
@@ -16,7 +16,7 @@ def register(sub) -> None:
     p.add_argument("--model", "-m", help="Ollama model (default OLLAMA_MODEL)")
     p.add_argument("--collection", "-c", help="collection to retrieve from (default COLLECTION_NAME)")
     p.add_argument("--top-k", "-k", type=int, help="chunks to retrieve (default TOP_K)")
-    p.add_argument("--search-mode", choices=("vector", "keyword", "hybrid"), help="retrieval mode (default SEARCH_MODE)")
+    p.add_argument("--search-mode", choices=SEARCH_MODES, help="retrieval mode (default SEARCH_MODE)")
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="sampling temperature")
     p.add_argument("--retrieval-only", action="store_true", help="only show the retrieved passages (no LLM)")
     p.add_argument("--json", action="store_true", help="print {answer, model, citations[], timings} as JSON")

@@ -7,7 +7,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..config import Settings
+from ..config import SEARCH_MODES, Settings
 from ..documents import IngestEvent
 from ..embeddings import get_embedder
 from ..ingest import ingest_paths
@@ -29,7 +29,7 @@ def register(sub) -> None:
     p.add_argument("--top-k", "-k", type=int, help="number of results (default TOP_K)")
     p.add_argument("--collection", "-c")
     p.add_argument("--file", help="only chunks of this file name")
-    p.add_argument("--mode", choices=("vector", "keyword", "hybrid"), help="vector (cosine), keyword (BM25) or hybrid (fused); default SEARCH_MODE")
+    p.add_argument("--mode", choices=SEARCH_MODES, help="vector (cosine), keyword (BM25) or hybrid (fused); default SEARCH_MODE")
     p.add_argument("--json", action="store_true", help="print results as JSON")
     p.add_argument("--queries-file", type=Path, help="one query a line; one JSON line of results each")
     p.set_defaults(func=run_search)
