@@ -63,7 +63,7 @@ WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 # Owned by the app user so a model export missing from the cache can still be written once.
 COPY --from=builder --chown=app:app /app/models /app/models
-# The app code; .dockerignore lets only app.py, workbench_ui.py, pages/, workbench/ and
+# The app code; .dockerignore lets only app.py, ui/, pages/, workbench/ and
 # .streamlit/config.toml through.
 COPY . .
 

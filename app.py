@@ -4,7 +4,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from workbench_ui import sidebar
+from ui import sidebar
 
 st.set_page_config(page_title="RAG workbench", page_icon="📚", layout="wide")
 

@@ -1,9 +1,9 @@
-"""Chat overhead: question -> first token through ``workbench.chat`` vs a direct
+"""Chat overhead: question -> first token through ``workbench.answer.chat`` vs a direct
 ``ollama.Client.chat(stream=True)`` call to the same (fake, loopback) Ollama server.
 
 Measured (median of N runs, seconds):
 - direct_reused: a prompt already built, one reused ``ollama.Client`` (keep-alive connection);
-- direct_fresh: same, with a new ``ollama.Client`` per question (what ``workbench.chat`` does);
+- direct_fresh: same, with a new ``ollama.Client`` per question (what ``workbench.answer.chat`` does);
 - ours_prompt: ``ask_stream(hits=...)``: token-budgeted prompt + new client, no retrieval;
 - ours_full: ``ask_stream(...)`` with retrieval (query embedding + Chroma) from a real store.
 The fake server answers at once, so these are pure client-side overheads; a real model adds its
@@ -32,7 +32,7 @@ import httpx  # noqa: E402
 import ollama  # noqa: E402
 
 from tests.fake_ollama import FakeOllama  # noqa: E402
-from workbench import chat  # noqa: E402
+from workbench.answer import chat  # noqa: E402
 from workbench.config import Settings  # noqa: E402
 
 QUESTION = "Which river flows through the most countries?"
@@ -65,9 +65,9 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=60)
     args = parser.parse_args()
 
-    from workbench.embeddings import get_embedder
-    from workbench.ingest import ingest_paths
-    from workbench.store import open_store
+    from workbench.models.embeddings import get_embedder
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.store.chroma import open_store
 
     with tempfile.TemporaryDirectory() as tmp, FakeOllama(reply="The Danube [1] flows through ten countries.") as fake:
         tmp_path = Path(tmp)

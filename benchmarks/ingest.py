@@ -32,9 +32,9 @@ from tests.conftest import make_settings
 
 
 def our_ingest(files_dir: Path, tmp: Path, backend: str):
-    from workbench.embeddings import get_embedder
-    from workbench.ingest import ingest_paths
-    from workbench.store import open_store
+    from workbench.models.embeddings import get_embedder
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.store.chroma import open_store
 
     settings = make_settings(tmp, embedding_backend=backend)
     embedder = get_embedder(settings)
@@ -76,9 +76,9 @@ import os, resource, sys, threading
 sys.path.insert(0, sys.argv[3])
 from pathlib import Path
 from tests.conftest import make_settings
-from workbench.embeddings import get_embedder
-from workbench.ingest import ingest_paths
-from workbench.store import open_store
+from workbench.models.embeddings import get_embedder
+from workbench.ingest.pipeline import ingest_paths
+from workbench.store.chroma import open_store
 s = make_settings(Path(sys.argv[2]))
 store, embedder = open_store(s), get_embedder(s)
 embedder.encode(["warm up"])
@@ -126,10 +126,10 @@ def make_long_pdf(path: Path, pages: int) -> None:
 
 
 def squad_recall(backend: str, tmp: Path, corpus: Path, n: int = 300) -> float:
-    from workbench.embeddings import get_embedder
-    from workbench.ingest import ingest_paths
-    from workbench.search import search
-    from workbench.store import open_store
+    from workbench.models.embeddings import get_embedder
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.retrieval.search import search
+    from workbench.store.chroma import open_store
 
     settings = make_settings(tmp, embedding_backend=backend)
     embedder, store = get_embedder(settings), open_store(settings)

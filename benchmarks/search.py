@@ -80,9 +80,9 @@ def percentiles(samples: list[float]) -> dict[str, float]:
 
 
 def latency(size: int, queries: int, corpus: Path, embedder, tmp: Path) -> dict:
-    from workbench.keyword import get_index
-    from workbench.search import search
-    from workbench.store import open_store
+    from workbench.retrieval.bm25 import get_index
+    from workbench.retrieval.search import search
+    from workbench.store.chroma import open_store
 
     settings = make_settings(tmp / f"lat{size}", collection_name="bench")
     store = open_store(settings)
@@ -126,8 +126,8 @@ def latency(size: int, queries: int, corpus: Path, embedder, tmp: Path) -> dict:
 
 def quality(corpus: Path, embedder, tmp: Path, n_questions: int | None) -> tuple[dict, list]:
     from workbench.evaluate import evaluate, squad_questions
-    from workbench.ingest import ingest_paths
-    from workbench.store import open_store
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.store.chroma import open_store
 
     settings = make_settings(tmp / "quality", collection_name="squad")
     store = open_store(settings)
@@ -150,7 +150,7 @@ def langchain_quality(corpus: Path, embedder, questions, tmp: Path) -> dict:
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from workbench.documents import Hit
+    from workbench.types import Hit
     from workbench.evaluate import found_rank, metrics_from_ranks
 
     t = time.perf_counter()
@@ -178,7 +178,7 @@ def main() -> None:
     parser.add_argument("--skip-quality", action="store_true")
     args = parser.parse_args()
     corpus = require_corpus()
-    from workbench.embeddings import get_embedder
+    from workbench.models.embeddings import get_embedder
 
     embedder = get_embedder(make_settings(Path(tempfile.gettempdir())))
     result: dict = {"top_k": TOP_K, "latency": [], "quality": {}}

@@ -4,9 +4,9 @@ from pathlib import Path
 
 import streamlit as st
 
-from workbench import chat
+from workbench.answer import chat
 from workbench.errors import OllamaError, WorkbenchError
-from workbench_ui import collection_picker, get_settings, md_escape, require_embedder, require_store, score_text, search_mode_picker
+from ui import collection_picker, get_settings, md_escape, require_embedder, require_store, score_text, search_mode_picker
 
 HISTORY = "chat_history"
 COLLECTIONS_PAGE = "pages/collections.py"

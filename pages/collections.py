@@ -11,11 +11,14 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from workbench import collections as wc
-from workbench.chunking import SPECIAL_TOKENS
+from workbench.ingest import rebuild
+from workbench.store import admin
+from workbench.store import archive as wa
+from workbench.ingest.chunking import SPECIAL_TOKENS
 from workbench.errors import WorkbenchError
-from workbench.ingest import SourceFile
-from workbench_ui import (
+from workbench.ingest.pipeline import SourceFile
+from workbench.retrieval import delete_collection
+from ui import (
     existing_collection,
     get_jobs,
     get_settings,
@@ -97,7 +100,7 @@ with new_col.expander("➕ New collection"):
     st.caption(f"Built with {embedder.name} ({embedder.dimension}-d), chunks of {settings.chunk_size} tokens, overlap {settings.chunk_overlap}.")
     if st.button("Create", disabled=not name, key="coll-create"):
         try:
-            wc.create_collection(store, name, model=embedder.name, dimensions=embedder.dimension, chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
+            admin.create_collection(store, name, model=embedder.name, dimensions=embedder.dimension, chunk_size=settings.chunk_size, chunk_overlap=settings.chunk_overlap)
             state["coll-flash"] = f"Created collection {name}."
             go_to(name)
             st.rerun()
@@ -112,7 +115,7 @@ with import_col.expander("📦 Import an archive"):
             path.write_bytes(archive.getbuffer())
             try:
                 with st.spinner("Importing…"):
-                    info = wc.import_collection(store, path, name=import_name or None)
+                    info = wa.import_collection(store, path, name=import_name or None)
                 state["coll-flash"] = f"Imported {info.name}: {info.documents} documents, {info.chunks} chunks."
                 go_to(info.name)
                 st.rerun()
@@ -146,7 +149,7 @@ docs_tab, rebuild_tab, export_tab, manage_tab = st.tabs(TABS, key="coll-tabs", o
 with rebuild_tab:
     st.markdown(
         "Re-chunk and re-embed every document into a shadow collection "
-        f"`{collection}{wc.REBUILD_SUFFIX}`, then swap it in. `{collection}` stays searchable until the swap."
+        f"`{collection}{admin.REBUILD_SUFFIX}`, then swap it in. `{collection}` stays searchable until the swap."
     )
     model = st.text_input("Embedding model", value=info.embedding_model or settings.embedding_model, key="coll-rb-model")
     r1, r2 = st.columns(2)
@@ -156,14 +159,14 @@ with rebuild_tab:
         st.warning(f"Search uses the loaded model ({settings.embedding_model}); after the swap set EMBEDDING_MODEL={model} and restart.")
     if st.button("Rebuild and swap", disabled=bool(busy), key="coll-rb-start"):
         try:
-            new_settings = wc.settings_for_rebuild(settings, embedding_model=model, chunk_size=int(size), chunk_overlap=int(overlap))
+            new_settings = rebuild.settings_for_rebuild(settings, embedding_model=model, chunk_size=int(size), chunk_overlap=int(overlap))
         except ValueError as exc:
             st.error(f"Invalid rebuild settings: {exc.errors()[0]['msg'] if hasattr(exc, 'errors') else exc}")
         else:
             same_model = new_settings.embedding_model == settings.embedding_model
 
             def work(progress, cancel, name=collection, s=new_settings, e=embedder if same_model else None):
-                new = wc.rebuild(store, name, s, progress, embedder=e, cancel=cancel)
+                new = rebuild.rebuild(store, name, s, progress, embedder=e, cancel=cancel)
                 return f"Rebuilt {name}: {new.documents} documents, {new.chunks} chunks, {new.embedding_model}, chunks of {new.chunk_size}/{new.chunk_overlap}."
 
             try:
@@ -180,7 +183,7 @@ with export_tab:
         EXPORT_DIR.mkdir(parents=True, exist_ok=True)
         try:
             with st.spinner("Exporting…"):
-                path = wc.export_collection(store, collection, EXPORT_DIR / f"{collection}.zip")
+                path = wa.export_collection(store, collection, EXPORT_DIR / f"{collection}.zip")
             state["coll-export-path"] = (collection, str(path))
         except WorkbenchError as exc:
             st.error(str(exc))
@@ -196,7 +199,7 @@ with manage_tab:
     new_name = st.text_input("New name", key="coll-rename-to")
     if st.button("Rename", disabled=not new_name or bool(busy), key="coll-rename"):
         try:
-            wc.rename_collection(store, collection, new_name)
+            admin.rename_collection(store, collection, new_name)
             state["coll-flash"] = f"Renamed {collection} to {new_name}."
             go_to(new_name)
             st.rerun()
@@ -205,7 +208,7 @@ with manage_tab:
     st.markdown("---")
     confirm = st.text_input(f"Type `{collection}` to delete it with its {info.chunks} chunks", key="coll-delete-confirm")
     if st.button("Delete collection", type="primary", disabled=confirm != collection or bool(busy), key="coll-delete"):
-        store.delete_collection(collection)
+        delete_collection(store, collection)
         state["coll-flash"] = f"Deleted collection {collection}."
         go_to(settings.collection_name)
         st.rerun()
@@ -270,7 +273,7 @@ with docs_tab:
     with b:
         sure = st.checkbox("Yes, delete this document", key=f"coll-del-sure-{doc.document_id}")
         if st.button("Delete document", disabled=not sure or bool(busy), key="coll-del-doc"):
-            removed = store.delete_document(collection, doc.document_id)
+            removed = admin.delete_document(store, collection, doc.document_id)
             state["coll-flash"] = f"Deleted {md_escape(doc.source)} ({removed} chunks)."
             state["coll-doc"] = None
             st.rerun()
@@ -282,7 +285,7 @@ with docs_tab:
     start_page = target_index // CHUNKS_PER_PAGE + 1 if target_index is not None else 1
     page = st.number_input(f"Chunks page (of {pages}, {CHUNKS_PER_PAGE} per page)", 1, pages, start_page, key=f"coll-chunk-page-{doc.document_id}-{target}") if pages > 1 else 1
     limit = embedder.max_seq_length
-    window = wc.embedded_token_counts(store, collection, doc.document_id, embedder.count_tokens)
+    window = rebuild.embedded_token_counts(store, collection, doc.document_id, embedder.count_tokens)
     st.html(
         "<style>[class*='st-key-chunk-hl'] { background: rgba(255, 200, 0, 0.12); "
         "outline: 2px solid rgba(240, 160, 0, 0.9); border-radius: 0.5rem; scroll-margin-top: 5rem; }"

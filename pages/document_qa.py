@@ -8,10 +8,10 @@ from pathlib import Path
 import streamlit as st
 
 from workbench.errors import WorkbenchError
-from workbench.loaders import SUPPORTED_EXTENSIONS
-from workbench.ocr import draw_boxes, page_view, span_boxes
-from workbench.qa import ask_document, load_qa_model, stage_upload
-from workbench_ui import collection_picker, get_settings, require_embedder, require_store
+from workbench.ingest.loaders import SUPPORTED_EXTENSIONS
+from workbench.ingest.ocr import draw_boxes, page_view, span_boxes
+from workbench.answer.qa import ask_document, load_qa_model, stage_upload
+from ui import collection_picker, get_settings, require_embedder, require_store
 
 
 def _escaped(text: str) -> str:

@@ -5,11 +5,11 @@ lands and which chunks are its nearest neighbours (cosine, in the full space).""
 import pandas as pd
 import streamlit as st
 
-from workbench.charts import map_figure
+from ui.charts import map_figure
 from workbench.embedding_map import build_map, umap_available
 from workbench.errors import WorkbenchError
-from workbench.keyword import collection_generation
-from workbench_ui import existing_collection, require_embedder, require_store
+from workbench.retrieval.bm25 import collection_generation
+from ui import existing_collection, require_embedder, require_store
 
 st.title("🗺️ Embedding map")
 store = require_store()

@@ -7,11 +7,11 @@ from pathlib import Path
 import pandas as pd
 import streamlit as st
 
-from workbench.charts import recall_chart
+from ui.charts import recall_chart
 from workbench.errors import WorkbenchError
 from workbench.evaluate import evaluate, generate_questions, is_relevant, parse_questions, to_jsonl
-from workbench.search import MODES
-from workbench_ui import existing_collection, get_settings, md_escape, query_terms, require_embedder, require_store, show_text
+from workbench.retrieval.search import MODES
+from ui import existing_collection, get_settings, md_escape, query_terms, require_embedder, require_store, show_text
 
 COLLECTIONS_PAGE = "pages/collections.py"
 state = st.session_state

@@ -9,9 +9,9 @@ from pathlib import Path
 import streamlit as st
 
 from workbench.errors import WorkbenchError
-from workbench.ingest import SourceFile
-from workbench.loaders import SUPPORTED_EXTENSIONS
-from workbench_ui import collection_picker, get_jobs, get_settings, job_panel, latest_job, require_embedder, require_store, rerun_when_done
+from workbench.ingest.pipeline import SourceFile
+from workbench.ingest.loaders import SUPPORTED_EXTENSIONS
+from ui import collection_picker, get_jobs, get_settings, job_panel, latest_job, require_embedder, require_store, rerun_when_done
 
 st.title("📥 Ingest")
 settings = get_settings()

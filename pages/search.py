@@ -5,8 +5,8 @@ chunk in the Collections view."""
 import streamlit as st
 
 from workbench.errors import WorkbenchError
-from workbench.search import search
-from workbench_ui import (
+from workbench.retrieval.search import search
+from ui import (
     existing_collection,
     get_settings,
     md_escape,

@@ -4,8 +4,8 @@ memory), each failure with its exact fix."""
 import streamlit as st
 
 from workbench.errors import WorkbenchError
-from workbench.status import run_checks
-from workbench_ui import get_embedder, get_settings, get_store, md_escape
+from workbench.diagnostics import run_checks
+from ui import get_embedder, get_settings, get_store, md_escape
 
 ICONS = {"ok": "✅", "warn": "⚠️", "fail": "❌"}
 

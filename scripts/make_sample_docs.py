@@ -311,7 +311,7 @@ def check(kb_dir: Path, out_dir: Path) -> int:
     from pypdf import PdfReader
 
     from workbench.config import Settings
-    from workbench.ocr import ocr_image
+    from workbench.ingest.ocr import ocr_image
 
     pdf = PdfReader(out_dir / PDF_NAME)
     print(f"{PDF_NAME}: {len(pdf.pages)} pages, {(out_dir / PDF_NAME).stat().st_size} bytes")

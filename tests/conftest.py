@@ -60,14 +60,14 @@ def settings(tmp_path) -> Settings:
 
 @pytest.fixture(scope="session")
 def embedder():
-    from workbench.embeddings import get_embedder
+    from workbench.models.embeddings import get_embedder
 
     return get_embedder(make_settings(Path("/nonexistent-unused")))
 
 
 @pytest.fixture
 def store(settings):
-    from workbench.store import open_store
+    from workbench.store.chroma import open_store
 
     return open_store(settings)
 
@@ -145,8 +145,8 @@ def squad_store(tmp_path_factory, corpus_dir, embedder):
     ``docs`` (the folder), ``summary`` (the IngestSummary)."""
     from types import SimpleNamespace
 
-    from workbench.ingest import ingest_paths
-    from workbench.store import open_store
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.store.chroma import open_store
 
     docs = corpus_dir / "squad" / "docs"
     if not docs.is_dir():

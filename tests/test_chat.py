@@ -1,4 +1,4 @@
-"""Chat with retrieval (workbench.chat + the `ask` CLI) against a fake Ollama server on loopback,
+"""Chat with retrieval (workbench.answer.chat + the `ask` CLI) against a fake Ollama server on loopback,
 through the real `ollama` client, with a real Chroma store and the real MiniLM model."""
 
 from __future__ import annotations
@@ -13,9 +13,9 @@ import pytest
 
 from tests.conftest import make_settings, stop_process, write_docs
 from tests.fake_ollama import FakeOllama, last_user_message
-from workbench import chat
+from workbench.answer import chat
 from workbench.config import Settings
-from workbench.documents import Hit
+from workbench.types import Hit
 from workbench.errors import ConfigError, OllamaError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -47,8 +47,8 @@ def free_port() -> int:
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory, embedder):
     """(settings, store, embedder) over a tmp Chroma holding the three DOCS, ingested for real."""
-    from workbench.ingest import ingest_paths
-    from workbench.store import open_store
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.store.chroma import open_store
 
     root = tmp_path_factory.mktemp("chat")
     docs = write_docs(root / "docs", DOCS)

@@ -18,8 +18,8 @@ REPLY = "Mount Etna in Sicily is one of the most active volcanoes [1]."
 
 @pytest.fixture(scope="module")
 def kb(tmp_path_factory, embedder):
-    from workbench.ingest import ingest_paths
-    from workbench.store import open_store
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.store.chroma import open_store
 
     root = tmp_path_factory.mktemp("chat-ui")
     docs = write_docs(root / "docs", SAMPLE_DOCS)
@@ -45,7 +45,7 @@ def open_chat(kb, monkeypatch, ollama_url: str) -> AppTest:
     """The app on the Chat page, with settings from the environment pointing at kb and Ollama."""
     import streamlit as st
 
-    import workbench_ui
+    import ui
 
     for key, value in {
         "CHROMA_PERSIST_PATH": kb.chroma_persist_path, "MODEL_CACHE_DIR": kb.model_cache_dir,
@@ -53,8 +53,8 @@ def open_chat(kb, monkeypatch, ollama_url: str) -> AppTest:
         "OLLAMA_BASE_URL": ollama_url, "OLLAMA_TIMEOUT": "3", "OLLAMA_MODEL": "llama3.2",
     }.items():
         monkeypatch.setenv(key, str(value))
-    workbench_ui.get_settings.clear()
-    workbench_ui.get_store.clear()
+    ui.get_settings.clear()
+    ui.get_store.clear()
     st.cache_data.clear()  # the page's cached model list
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.run()

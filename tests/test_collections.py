@@ -1,4 +1,4 @@
-"""workbench.collections on a real embedded Chroma with the real model: create, rename, copy,
+"""workbench.store.admin on a real embedded Chroma with the real model: create, rename, copy,
 export/import archives (and bad ones), rebuild into a shadow collection and swap."""
 
 from __future__ import annotations
@@ -12,10 +12,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import MODEL_CACHE, SAMPLE_DOCS, make_settings, write_docs
-from workbench import collections as wc
+from workbench.ingest import rebuild
+from workbench.store import admin
+from workbench.store import archive as wa
 from workbench.errors import CancelledError, CollectionMismatchError, StoreError
-from workbench.ingest import ingest_paths
-from workbench.search import search
+from workbench.ingest.pipeline import ingest_paths
+from workbench.retrieval.search import search
 
 #: A document long enough for several chunks at chunk_size 200 and many at 48.
 LONG_DOC = "# Lighthouses\n\n" + "\n\n".join(
@@ -50,31 +52,31 @@ def top_source(name, query, settings, store, embedder):
 
 # --- create / rename / copy -----------------------------------------------------------------
 def test_create_then_refuse_duplicate_and_bad_names(store, embedder):
-    info = wc.create_collection(store, "fresh", model=embedder.name, dimensions=384, chunk_size=200, chunk_overlap=32)
+    info = admin.create_collection(store, "fresh", model=embedder.name, dimensions=384, chunk_size=200, chunk_overlap=32)
     assert (info.name, info.documents, info.chunks, info.embedding_model, info.chunk_size) == ("fresh", 0, 0, embedder.name, 200)
     with pytest.raises(StoreError, match="already exists"):
-        wc.create_collection(store, "fresh", model=embedder.name, dimensions=384, chunk_size=200, chunk_overlap=32)
+        admin.create_collection(store, "fresh", model=embedder.name, dimensions=384, chunk_size=200, chunk_overlap=32)
     with pytest.raises(StoreError, match="invalid collection name"):
-        wc.create_collection(store, "a b", model=embedder.name, dimensions=384, chunk_size=200, chunk_overlap=32)
+        admin.create_collection(store, "a b", model=embedder.name, dimensions=384, chunk_size=200, chunk_overlap=32)
 
 
 def test_rename_keeps_records_and_search(kb, settings, store, embedder):
     before = snapshot(store, "lib")
-    info = wc.rename_collection(store, "lib", "lib-renamed")
+    info = admin.rename_collection(store, "lib", "lib-renamed")
     assert store.collection_names() == ["lib-renamed"]
     assert info.documents == len(DOCS)
     after = snapshot(store, "lib-renamed")
     assert after.keys() == before.keys()
     assert top_source("lib-renamed", "active volcano in Sicily", settings, store, embedder) == "volcanoes.md"
-    wc.create_collection(store, "other", model=embedder.name, dimensions=384, chunk_size=200, chunk_overlap=32)
+    admin.create_collection(store, "other", model=embedder.name, dimensions=384, chunk_size=200, chunk_overlap=32)
     with pytest.raises(StoreError, match="already exists"):
-        wc.rename_collection(store, "lib-renamed", "other")
+        admin.rename_collection(store, "lib-renamed", "other")
     with pytest.raises(StoreError, match="does not exist"):
-        wc.rename_collection(store, "missing", "whatever")
+        admin.rename_collection(store, "missing", "whatever")
 
 
 def test_copy_is_independent(kb, store):
-    wc.copy_collection(store, "lib", "lib-copy")
+    admin.copy_collection(store, "lib", "lib-copy")
     assert snapshot(store, "lib-copy").keys() == snapshot(store, "lib").keys()
     doc = store.documents("lib-copy")[0]
     store.delete_document("lib-copy", doc.document_id)
@@ -84,18 +86,18 @@ def test_copy_is_independent(kb, store):
 
 # --- export / import --------------------------------------------------------------------------
 def test_export_import_round_trip(kb, tmp_path, settings, store, embedder):
-    archive = wc.export_collection(store, "lib", tmp_path / "lib.zip")
-    manifest = wc.read_manifest(archive)
+    archive = wa.export_collection(store, "lib", tmp_path / "lib.zip")
+    manifest = wa.read_manifest(archive)
     assert manifest["name"] == "lib" and manifest["embedding_model"] == embedder.name
     assert manifest["embedding_dimensions"] == 384 and manifest["chunk_size"] == settings.chunk_size
     assert manifest["count"] == store.get_collection("lib").count() and manifest["documents"] == len(DOCS)
 
     # import into another store, as a person moving a collection between machines would
     other_settings = make_settings(tmp_path / "other")
-    from workbench.store import open_store
+    from workbench.store.chroma import open_store
 
     other = open_store(other_settings)
-    info = wc.import_collection(other, archive, name="lib-imported")
+    info = wa.import_collection(other, archive, name="lib-imported")
     assert info.documents == len(DOCS) and info.embedding_model == embedder.name
     original, imported = snapshot(store, "lib"), snapshot(other, "lib-imported")
     assert imported.keys() == original.keys()
@@ -105,9 +107,9 @@ def test_export_import_round_trip(kb, tmp_path, settings, store, embedder):
     assert top_source("lib-imported", "how long does dough rise", other_settings, other, embedder) == "bread.txt"
     assert [d.source for d in other.documents("lib-imported")] == [d.source for d in store.documents("lib")]
     # default name comes from the manifest; an existing name is refused
-    assert wc.import_collection(other, archive).name == "lib"
+    assert wa.import_collection(other, archive).name == "lib"
     with pytest.raises(StoreError, match="already exists"):
-        wc.import_collection(other, archive)
+        wa.import_collection(other, archive)
 
 
 def _rewrite(archive: Path, target: Path, **members: bytes) -> Path:
@@ -118,35 +120,35 @@ def _rewrite(archive: Path, target: Path, **members: bytes) -> Path:
 
 
 def test_bad_archives_are_refused_and_leave_nothing(kb, tmp_path, store):
-    archive = wc.export_collection(store, "lib", tmp_path / "lib.zip")
+    archive = wa.export_collection(store, "lib", tmp_path / "lib.zip")
     names_before = store.collection_names()
 
     not_zip = tmp_path / "notes.zip"
     not_zip.write_text("just text")
-    with pytest.raises(wc.ArchiveError, match=r"notes\.zip: not a collection archive \(not a zip file\)"):
-        wc.import_collection(store, not_zip, name="x-notzip")
+    with pytest.raises(wa.ArchiveError, match=r"notes\.zip: not a collection archive \(not a zip file\)"):
+        wa.import_collection(store, not_zip, name="x-notzip")
 
     partial = tmp_path / "partial.zip"
     with zipfile.ZipFile(partial, "w") as zf:
         zf.writestr("manifest.json", "{}")
-    with pytest.raises(wc.ArchiveError, match=r"partial\.zip: not a collection archive \(missing embeddings\.npy, records\.jsonl\)"):
-        wc.import_collection(store, partial, name="x-partial")
+    with pytest.raises(wa.ArchiveError, match=r"partial\.zip: not a collection archive \(missing embeddings\.npy, records\.jsonl\)"):
+        wa.import_collection(store, partial, name="x-partial")
 
     manifest = json.loads(zipfile.ZipFile(archive).read("manifest.json"))
     with zipfile.ZipFile(archive) as zf:
         records = zf.read("records.jsonl").decode()
     tampered = _rewrite(archive, tmp_path / "tampered.zip", records_jsonl=records.replace("Etna", "Fuji").encode())
-    with pytest.raises(wc.ArchiveError, match=r"tampered\.zip: records\.jsonl does not match its checksum"):
-        wc.import_collection(store, tampered, name="x-tampered")
+    with pytest.raises(wa.ArchiveError, match=r"tampered\.zip: records\.jsonl does not match its checksum"):
+        wa.import_collection(store, tampered, name="x-tampered")
 
     wrong_version = _rewrite(archive, tmp_path / "v9.zip", manifest_json=json.dumps({**manifest, "format_version": 9}).encode())
-    with pytest.raises(wc.ArchiveError, match="format version 9 is not supported"):
-        wc.import_collection(store, wrong_version, name="x-v9")
+    with pytest.raises(wa.ArchiveError, match="format version 9 is not supported"):
+        wa.import_collection(store, wrong_version, name="x-v9")
 
     # consistent checksums but a count that disagrees with the vectors
     wrong_count = _rewrite(archive, tmp_path / "count.zip", manifest_json=json.dumps({**manifest, "count": manifest["count"] + 1}).encode())
-    with pytest.raises(wc.ArchiveError, match=r"embeddings\.npy holds float32 \(\d+, 384\), expected float32 \(\d+, 384\)"):
-        wc.import_collection(store, wrong_count, name="x-count")
+    with pytest.raises(wa.ArchiveError, match=r"embeddings\.npy holds float32 \(\d+, 384\), expected float32 \(\d+, 384\)"):
+        wa.import_collection(store, wrong_count, name="x-count")
 
     # a record line that is not a chunk record, with checksums recomputed so only the content is wrong
     import hashlib
@@ -154,8 +156,8 @@ def test_bad_archives_are_refused_and_leave_nothing(kb, tmp_path, store):
     bad_records = ("{\"id\": 5}\n" + records.split("\n", 1)[1]).encode()
     sums = {**manifest["sha256"], "records.jsonl": hashlib.sha256(bad_records).hexdigest()}
     bad = _rewrite(archive, tmp_path / "badrec.zip", records_jsonl=bad_records, manifest_json=json.dumps({**manifest, "sha256": sums}).encode())
-    with pytest.raises(wc.ArchiveError, match=r"badrec\.zip: records\.jsonl line 1 is not a chunk record"):
-        wc.import_collection(store, bad, name="x-badrec")
+    with pytest.raises(wa.ArchiveError, match=r"badrec\.zip: records\.jsonl line 1 is not a chunk record"):
+        wa.import_collection(store, bad, name="x-badrec")
 
     assert store.collection_names() == names_before  # no half-imported or staging collection left
 
@@ -175,8 +177,8 @@ def test_rebuild_with_smaller_chunks_swaps_and_old_stays_usable(kb, settings, st
             )
         seen["last"] = event
 
-    new = wc.settings_for_rebuild(settings, chunk_size=48, chunk_overlap=8)
-    info = wc.rebuild(store, "lib", new, progress, embedder=embedder)
+    new = rebuild.settings_for_rebuild(settings, chunk_size=48, chunk_overlap=8)
+    info = rebuild.rebuild(store, "lib", new, progress, embedder=embedder)
     assert seen["during"] == (settings.chunk_size, "volcanoes.md", True)
     assert seen["last"].kind == "done" and seen["last"].files_done == len(DOCS)
     assert (info.chunk_size, info.chunk_overlap, info.documents) == (48, 8, len(DOCS))
@@ -184,7 +186,7 @@ def test_rebuild_with_smaller_chunks_swaps_and_old_stays_usable(kb, settings, st
     assert store.collection_names() == ["lib"]  # no .rebuild / .previous left behind
     chunks = store.document_chunks("lib", next(d.document_id for d in store.documents("lib") if d.source == "lighthouses.md"))
     assert [c.chunk_index for c in chunks] == list(range(len(chunks))) and len(chunks) > 3
-    window = wc.embedded_token_counts(store, "lib", chunks[0].document_id, embedder.count_tokens)
+    window = rebuild.embedded_token_counts(store, "lib", chunks[0].document_id, embedder.count_tokens)
     assert set(window) == {c.chunk_id for c in chunks}
     assert all(c.token_count <= window[c.chunk_id] <= embedder.max_seq_length - 2 for c in chunks)
     assert top_source("lib", "which lighthouse was built from granite", new, store, embedder) == "lighthouses.md"
@@ -197,8 +199,8 @@ def test_rebuild_without_source_files_rechunks_stored_text(kb, settings, store, 
     for path in kb.rglob("*"):
         if path.is_file():
             path.unlink()
-    new = wc.settings_for_rebuild(settings, chunk_size=64, chunk_overlap=0)
-    info = wc.rebuild(store, "lib", new, embedder=embedder)
+    new = rebuild.settings_for_rebuild(settings, chunk_size=64, chunk_overlap=0)
+    info = rebuild.rebuild(store, "lib", new, embedder=embedder)
     assert info.documents == len(DOCS) and info.chunk_size == 64
     doc = next(d for d in store.documents("lib") if d.source == "lighthouses.md")
     text = " ".join(c.text for c in store.document_chunks("lib", doc.document_id))
@@ -207,7 +209,7 @@ def test_rebuild_without_source_files_rechunks_stored_text(kb, settings, store, 
 
 def test_reconstruct_pages_recovers_page_text(kb, store):
     doc = next(d for d in store.documents("lib") if d.source == "lighthouses.md")
-    pages = wc.reconstruct_pages(wc._doc_records(store.get_collection("lib"), doc))
+    pages = rebuild.reconstruct_pages(rebuild._doc_records(store, store.get_collection("lib"), doc))
     assert len(pages) == 1 and pages[0].section == "Lighthouses"
     assert " ".join(pages[0].text.split()) == " ".join(LONG_DOC.split())
 
@@ -216,9 +218,9 @@ def test_rebuild_with_another_model_records_it(kb, tmp_path, settings, store, em
     alt = tmp_path / "models" / "minilm-copy"
     alt.parent.mkdir()
     os.symlink(embedder.path, alt)
-    new = wc.settings_for_rebuild(settings, embedding_model=str(alt), embedding_backend="torch", model_cache_dir=MODEL_CACHE)
+    new = rebuild.settings_for_rebuild(settings, embedding_model=str(alt), embedding_backend="torch", model_cache_dir=MODEL_CACHE)
     before = snapshot(store, "lib")
-    info = wc.rebuild(store, "lib", new)
+    info = rebuild.rebuild(store, "lib", new)
     assert info.embedding_model == str(alt) and info.documents == len(DOCS)
     after = snapshot(store, "lib")
     # same chunking: the stored chunk texts are re-embedded, not re-split
@@ -239,7 +241,7 @@ def test_rebuild_cancelled_leaves_collection_unchanged(kb, settings, store, embe
             cancel.set()
 
     with pytest.raises(CancelledError):
-        wc.rebuild(store, "lib", wc.settings_for_rebuild(settings, chunk_size=48, chunk_overlap=8), progress, embedder=embedder, cancel=cancel)
+        rebuild.rebuild(store, "lib", rebuild.settings_for_rebuild(settings, chunk_size=48, chunk_overlap=8), progress, embedder=embedder, cancel=cancel)
     assert store.collection_names() == ["lib"] and snapshot(store, "lib").keys() == before
 
 
@@ -251,7 +253,7 @@ def test_rebuild_refuses_to_swap_when_collection_changed(kb, settings, store, em
             store.delete_document("lib", victim.document_id)  # a concurrent change
 
     with pytest.raises(StoreError, match="changed during the rebuild"):
-        wc.rebuild(store, "lib", wc.settings_for_rebuild(settings, chunk_size=48, chunk_overlap=8), progress, embedder=embedder)
+        rebuild.rebuild(store, "lib", rebuild.settings_for_rebuild(settings, chunk_size=48, chunk_overlap=8), progress, embedder=embedder)
     info = store.collection_info("lib")
     assert store.collection_names() == ["lib"] and info.chunk_size == settings.chunk_size and info.documents == len(DOCS) - 1
 
@@ -260,5 +262,5 @@ def test_rebuild_rejects_chunk_size_above_model_limit(kb, settings, store, embed
     from workbench.errors import ConfigError
 
     with pytest.raises(ConfigError, match="CHUNK_SIZE 300"):
-        wc.rebuild(store, "lib", wc.settings_for_rebuild(settings, chunk_size=300), embedder=embedder)
+        rebuild.rebuild(store, "lib", rebuild.settings_for_rebuild(settings, chunk_size=300), embedder=embedder)
     assert store.collection_names() == ["lib"]

@@ -10,12 +10,12 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import REPO, SAMPLE_DOCS, make_settings, write_docs
-from workbench.chunking import Chunker
+from workbench.ingest.chunking import Chunker
 from workbench.errors import CollectionMismatchError, ConfigError, DocumentError
-from workbench.ingest import SourceFile, ingest_paths
-from workbench.loaders import iter_pages
-from workbench.search import search
-from workbench.store import open_store
+from workbench.ingest.pipeline import SourceFile, ingest_paths
+from workbench.ingest.loaders import iter_pages
+from workbench.retrieval.search import search
+from workbench.store.chroma import open_store
 
 
 def ingest(settings, store, embedder, paths, **kw):
@@ -30,14 +30,14 @@ def test_embeddings_shape_and_normalised(embedder):
 
 
 def test_dimension_mismatch_is_a_clear_error(tmp_path):
-    from workbench.embeddings import Embedder
+    from workbench.models.embeddings import Embedder
 
     with pytest.raises(ConfigError, match="EMBEDDING_DIMENSIONS is 768.*384"):
         Embedder(make_settings(tmp_path, embedding_dimensions=768, embedding_backend="torch"))
 
 
 def test_chunks_stay_within_the_model_limit(embedder):
-    from workbench.documents import Page
+    from workbench.types import Page
 
     chunker = Chunker(embedder.backend_tokenizer, 200, 32, embedder.max_seq_length)
     text = "\n\n".join(f"Paragraph {i}. " + "Rivers carry sediment to the sea and shape valleys. " * 9 for i in range(12))

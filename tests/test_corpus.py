@@ -8,9 +8,9 @@ import shutil
 import pytest
 
 from tests.conftest import make_settings
-from workbench.ingest import ingest_paths
-from workbench.search import search
-from workbench.store import open_store
+from workbench.ingest.pipeline import ingest_paths
+from workbench.retrieval.search import search
+from workbench.store.chroma import open_store
 
 #: From the corpus MANIFEST: PDFs that need a user password.
 NEEDS_PASSWORD = {

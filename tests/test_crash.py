@@ -12,18 +12,18 @@ import textwrap
 import pytest
 
 from tests.conftest import REPO, make_settings, write_docs
-from workbench.ingest import ingest_paths
-from workbench.search import search
-from workbench.store import open_store
+from workbench.ingest.pipeline import ingest_paths
+from workbench.retrieval.search import search
+from workbench.store.chroma import open_store
 
 CHILD = textwrap.dedent(
     """
     import sys, time
     from pathlib import Path
     from tests.conftest import make_settings
-    from workbench.embeddings import get_embedder
-    from workbench.ingest import ingest_paths
-    from workbench.store import open_store
+    from workbench.models.embeddings import get_embedder
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.store.chroma import open_store
 
     settings = make_settings(Path(sys.argv[1]), embedding_batch_size=8)  # flushes of 128 chunks
     store = open_store(settings)
@@ -111,7 +111,7 @@ HOLDER = textwrap.dedent(
     import sys, time
     from pathlib import Path
     from tests.conftest import make_settings
-    from workbench.ingest import collection_lock
+    from workbench.store import collection_lock
 
     with collection_lock(make_settings(Path(sys.argv[1])), "knowledge_base"):
         print("LOCKED", flush=True)
@@ -133,7 +133,7 @@ def test_a_second_process_cannot_ingest_into_the_same_collection_until_the_first
     try:
         assert holder.stdout.readline().strip() == "LOCKED"
         store = open_store(settings)
-        with pytest.raises(IngestBusyError, match=rf"collection 'knowledge_base' is running \(pid {holder.pid}\)"):
+        with pytest.raises(IngestBusyError, match=rf"collection 'knowledge_base' is busy: pid {holder.pid} is running an ingest"):
             ingest_paths([settings.knowledge_base_path], settings=settings, store=store, embedder=embedder)
         assert not store.has_collection("knowledge_base") or store.collection_info("knowledge_base").chunks == 0
     finally:

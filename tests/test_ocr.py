@@ -21,9 +21,9 @@ from PIL import Image
 
 from tests.conftest import make_settings
 from tests.test_qa import random_qa_dir  # noqa: F401  (fixture)
-from workbench import ocr
+from workbench.ingest import ocr
 from workbench.errors import DocumentError
-from workbench.ocr import (
+from workbench.ingest.ocr import (
     cache_path,
     character_error_rate,
     draw_boxes,
@@ -223,7 +223,7 @@ def test_cli_ocr_prints_boxes_and_confidences(ocr_settings, ocr_dir, monkeypatch
 def test_document_qa_page_shows_the_ocr_page_with_boxes(tmp_path, ocr_settings, ocr_dir, random_qa_dir, monkeypatch):  # noqa: F811
     from streamlit.testing.v1 import AppTest
 
-    import workbench_ui
+    import ui
 
     values = {
         "QA_MODEL": random_qa_dir, "QA_MIN_SCORE": "0", "MODEL_CACHE_DIR": ocr_settings.model_cache_dir,
@@ -232,8 +232,8 @@ def test_document_qa_page_shows_the_ocr_page_with_boxes(tmp_path, ocr_settings, 
     }
     for key, value in values.items():
         monkeypatch.setenv(key, str(value))
-    workbench_ui.get_settings.clear()
-    workbench_ui.get_store.clear()
+    ui.get_settings.clear()
+    ui.get_store.clear()
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
     at.run()
     at.switch_page("pages/document_qa.py")

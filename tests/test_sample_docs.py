@@ -114,7 +114,7 @@ def test_png_is_read_by_real_ocr(maker, settings, tmp_path):
     """EasyOCR (the packaged English weights, no download) reads the scan: key phrases are
     there and the character error rate against the source passage is below 5 %
     (2.0 % measured with easyocr 1.7.2, canvas 1280). An empty OCR cache makes it a real read."""
-    from workbench.ocr import ocr_image
+    from workbench.ingest.ocr import ocr_image
 
     fresh = settings.model_copy(update={"ocr_cache_dir": tmp_path / "ocr-cache"})
     with Image.open(PNG) as image:

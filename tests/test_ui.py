@@ -51,19 +51,19 @@ def ui(tmp_path, monkeypatch, embedder):
     }
     for key, value in env.items():
         monkeypatch.setenv(key, str(value))
-    st.cache_resource.clear()  # settings, store, jobs; the model stays loaded (workbench.embeddings caches it)
+    st.cache_resource.clear()  # settings, store, jobs; the model stays loaded (workbench.models.embeddings caches it)
     yield SimpleNamespace(settings=settings, docs=docs, tmp=tmp_path, embedder=embedder)
-    import workbench_ui
+    import ui
 
-    for job in workbench_ui.get_jobs().jobs():
+    for job in ui.get_jobs().jobs():
         job.cancel()
         job.wait(120)
     st.cache_resource.clear()
 
 
 def ingest(ui, collection: str = "uitest", settings=None):
-    from workbench.ingest import ingest_paths
-    from workbench.store import open_store
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.store.chroma import open_store
 
     s = settings or ui.settings
     summary = ingest_paths([ui.docs], settings=s, store=open_store(s), embedder=ui.embedder, collection=collection)
@@ -82,18 +82,18 @@ def open_app(page: str | None = None) -> AppTest:
 
 
 def jobs():
-    import workbench_ui
+    import ui
 
-    return workbench_ui.get_jobs()
+    return ui.get_jobs()
 
 
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
 
 
-# --- helpers of workbench_ui --------------------------------------------------------------
+# --- helpers of ui --------------------------------------------------------------
 def test_text_html_escapes_before_highlighting():
-    from workbench_ui import md_escape, query_terms, text_html
+    from ui import md_escape, query_terms, text_html
 
     out = text_html("A <script>alert('x')</script> & **bold** about Volcanoes\n\n# h", ["volcano", "script", "amp"])
     assert "<script>" not in out and "&lt;<mark>script</mark>&gt;alert(&#x27;x&#x27;)&lt;/<mark>script</mark>&gt;" in out
@@ -166,7 +166,7 @@ def test_progress_is_found_again_after_session_loss(ui):
 
 
 def test_second_job_on_same_collection_is_refused(ui):
-    from workbench.jobs import JobConflictError
+    from workbench.ingest.jobs import JobConflictError
 
     release = threading.Event()
     blocker = jobs().start_task(lambda progress, cancel: release.wait(120) and "held", collection="uitest", description="holding the collection")
@@ -345,7 +345,7 @@ def test_create_rename_delete_collection(ui):
     at.text_input(key="coll-delete-confirm").set_value("renamed-here").run()
     at.button(key="coll-delete").click().run()
     assert "Deleted collection renamed-here" in texts(at.success)
-    from workbench.store import open_store
+    from workbench.store.chroma import open_store
 
     assert open_store(ui.settings).collection_names() == []
 
@@ -380,7 +380,7 @@ def test_export_then_import_from_the_page(ui):
     at.text_input(key="coll-import-name").set_value("junk-copy").run()
     at.button(key="coll-import").click().run()
     assert "junk.zip: not a collection archive" in texts(at.error)
-    from workbench.store import open_store
+    from workbench.store.chroma import open_store
 
     assert open_store(ui.settings).collection_names() == ["uitest", "uitest-copy"]
 
@@ -388,9 +388,11 @@ def test_export_then_import_from_the_page(ui):
 # --- status ------------------------------------------------------------------------------------
 def test_status_reports_each_check_with_fixes(ui):
     store = ingest(ui)
-    from workbench import collections as wc
+    from workbench.ingest import rebuild
+    from workbench.store import admin
+    from workbench.store import archive as wa
 
-    wc.create_collection(store, "other-model", model="bge-small-en", dimensions=384, chunk_size=200, chunk_overlap=32)
+    admin.create_collection(store, "other-model", model="bge-small-en", dimensions=384, chunk_size=200, chunk_overlap=32)
     at = open_app("pages/status.py")
     page = texts(at.markdown)
     assert "✅ **model** · all\\-MiniLM\\-L6\\-v2" in page and "device CPU" in page
@@ -409,9 +411,9 @@ def test_status_with_a_reachable_ollama(ui, monkeypatch):
     ingest(ui)
     with FakeOllama(models=["llama3.2:latest"]) as fake:
         monkeypatch.setenv("OLLAMA_BASE_URL", fake.url)
-        import workbench_ui
+        import ui
 
-        workbench_ui.get_settings.clear()
+        ui.get_settings.clear()
         at = open_app("pages/status.py")
         page = texts(at.markdown)
         assert f"✅ **ollama** · Ollama 0\\.12\\.6 at" in page and "llama3\\.2\\:latest" in page
@@ -419,7 +421,7 @@ def test_status_with_a_reachable_ollama(ui, monkeypatch):
 
 
 def test_status_core_reports_unreachable_chroma_server(tmp_path):
-    from workbench.status import run_checks
+    from workbench.diagnostics import run_checks
 
     settings = make_settings(tmp_path, chroma_host="127.0.0.1", chroma_port=int(closed_port_url().rsplit(":", 1)[1]))
     report = run_checks(settings, include=("chroma", "disk", "memory"))

@@ -15,7 +15,7 @@ from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
-#: Retrieval modes of :func:`workbench.search.search` (vector, keyword = BM25, hybrid = fused).
+#: Retrieval modes of :func:`workbench.retrieval.search.search` (vector, keyword = BM25, hybrid = fused).
 SEARCH_MODES = ("vector", "keyword", "hybrid")
 
 
@@ -55,7 +55,7 @@ class Settings(BaseSettings):
         200, ge=16, description="Target chunk size in embedding-model tokens (≤ max_seq_length)."
     )
     chunk_overlap: int = Field(32, ge=0, description="Overlap between chunks, in model tokens.")
-    chunk_context: bool = Field(True, description="Embed and keyword-index each chunk after a header with its document title and section (workbench.chunking).")
+    chunk_context: bool = Field(True, description="Embed and keyword-index each chunk after a header with its document title and section (workbench.ingest.chunking).")
     max_upload_mb: int = Field(200, ge=1, description="Largest upload accepted by the UI, MB.")
 
     # --- Chroma -------------------------------------------------------------------------

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from .store import Store
+from workbench.store.chroma import Store
 
 METHODS = ("pca", "umap")
 

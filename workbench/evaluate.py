@@ -34,12 +34,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings
-from .documents import Hit
-from .embeddings import Embedder
-from .errors import DocumentError
-from .search import MODES, search
-from .store import Store
+from workbench.config import Settings
+from workbench.types import Hit
+from workbench.models.embeddings import Embedder
+from workbench.errors import DocumentError
+from workbench.retrieval.search import MODES, search
+from workbench.store.chroma import Store
 
 #: Cut-offs reported for recall.
 RECALL_KS = (1, 5, 10)
@@ -275,7 +275,7 @@ def evaluate(
     progress: Callable[[str, int, int], None] | None = None,
     fusion: str = "convex",
 ) -> EvalReport:
-    """Run every question through :func:`workbench.search.search` in each mode and record where
+    """Run every question through :func:`workbench.retrieval.search.search` in each mode and record where
     the expected passage was found. ``top_k`` (>= 10 for MRR@10/nDCG@10 to mean what they say)
     chunks are retrieved per question. ``progress(mode, done, total)`` is called as it goes;
     ``fusion`` is passed to hybrid search.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from logging.handlers import RotatingFileHandler
 
-from .config import Settings
+from workbench.config import Settings
 
 _configured: set[str] = set()
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from .config import Settings
-from .errors import WorkbenchError
+from workbench.config import Settings
+from workbench.errors import WorkbenchError
 
 
 @dataclass(frozen=True)
@@ -28,9 +28,9 @@ class VerifyReport:
 
 def verify(settings: Settings, *, collection: str | None = None, query: str = "What is this about?") -> VerifyReport:
     """Run the checks; never raises for a failed check (it is recorded as not ok)."""
-    from .embeddings import get_embedder
-    from .search import search
-    from .store import open_store
+    from workbench.models.embeddings import get_embedder
+    from workbench.retrieval.search import search
+    from workbench.store.chroma import open_store
 
     report = VerifyReport()
     add = report.checks.append

@@ -12,9 +12,9 @@ import logging
 import pkgutil
 import sys
 
-from ..config import Settings
-from ..errors import WorkbenchError
-from ..logs import configure_logging
+from workbench.config import Settings
+from workbench.errors import WorkbenchError
+from workbench.logs import configure_logging
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from ..chat import DEFAULT_TEMPERATURE, ask_stream, citation_dict
-from ..config import SEARCH_MODES, Settings
-from ..errors import OllamaError
+from workbench.answer.chat import DEFAULT_TEMPERATURE, ask_stream, citation_dict
+from workbench.config import SEARCH_MODES, Settings
+from workbench.errors import OllamaError
 
 
 def register(sub) -> None:
@@ -36,8 +36,8 @@ def _print_citations(citations) -> None:
 
 
 def run(args, settings: Settings) -> int:
-    from ..embeddings import get_embedder
-    from ..store import open_store
+    from workbench.models.embeddings import get_embedder
+    from workbench.store.chroma import open_store
 
     stream = ask_stream(
         args.question, settings=settings, store=open_store(settings), embedder=get_embedder(settings),

@@ -7,12 +7,12 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from ..config import SEARCH_MODES, Settings
-from ..documents import IngestEvent
-from ..embeddings import get_embedder
-from ..ingest import ingest_paths
-from ..search import search
-from ..store import open_store
+from workbench.config import SEARCH_MODES, Settings
+from workbench.types import IngestEvent
+from workbench.models.embeddings import get_embedder
+from workbench.ingest.pipeline import ingest_paths
+from workbench.retrieval import delete_collection, search
+from workbench.store import admin, open_store
 
 
 def register(sub) -> None:
@@ -145,7 +145,7 @@ def run_documents(args, settings: Settings) -> int:
 
 
 def run_verify(args, settings: Settings) -> int:
-    from ..verify import verify
+    from workbench.verify import verify
 
     report = verify(settings, collection=args.collection, query=args.query)
     for check in report.checks:
@@ -156,7 +156,7 @@ def run_verify(args, settings: Settings) -> int:
 def run_delete(args, settings: Settings) -> int:
     store = open_store(settings)
     if not args.document:
-        store.delete_collection(args.collection)
+        delete_collection(store, args.collection)
         print(f"deleted collection {args.collection}")
         return 0
     wanted = args.document
@@ -165,6 +165,6 @@ def run_delete(args, settings: Settings) -> int:
         print(f"error: no document {wanted!r} in {args.collection}", file=sys.stderr)
         return 1
     for d in match:
-        n = store.delete_document(args.collection, d.document_id)
+        n = admin.delete_document(store, args.collection, d.document_id)
         print(f"deleted {d.source} ({n} chunks)")
     return 0

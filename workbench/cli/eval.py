@@ -6,8 +6,8 @@ import json
 import sys
 from pathlib import Path
 
-from ..config import Settings
-from ..search import MODES
+from workbench.config import Settings
+from workbench.retrieval.search import MODES
 
 
 def register(sub) -> None:
@@ -22,9 +22,9 @@ def register(sub) -> None:
 
 
 def run_eval(args, settings: Settings) -> int:
-    from ..embeddings import get_embedder
-    from ..evaluate import evaluate, load_questions
-    from ..store import open_store
+    from workbench.models.embeddings import get_embedder
+    from workbench.evaluate import evaluate, load_questions
+    from workbench.store.chroma import open_store
 
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     bad = [m for m in modes if m not in MODES]

@@ -10,11 +10,11 @@ import re
 import streamlit as st
 
 from workbench.config import SEARCH_MODES, Settings
-from workbench.embeddings import Embedder
-from workbench.embeddings import get_embedder as _get_embedder
+from workbench.models.embeddings import Embedder
+from workbench.models.embeddings import get_embedder as _get_embedder
 from workbench.errors import WorkbenchError
 from workbench.logs import configure_logging
-from workbench.store import Store, open_store
+from workbench.store.chroma import Store, open_store
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
@@ -115,7 +115,7 @@ def sidebar() -> None:
 @st.cache_resource
 def get_jobs():
     """The process-wide JobRegistry: ingestion jobs outlive page runs and browser refreshes."""
-    from workbench.jobs import JobRegistry
+    from workbench.ingest.jobs import JobRegistry
 
     return JobRegistry()
 

@@ -17,10 +17,10 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Settings
-from .documents import IngestEvent, IngestSummary
-from .errors import CancelledError, WorkbenchError
-from .ingest import SourceFile, ingest_paths
+from workbench.config import Settings
+from workbench.types import IngestEvent, IngestSummary
+from workbench.errors import CancelledError, WorkbenchError
+from workbench.ingest.pipeline import SourceFile, ingest_paths
 
 log = logging.getLogger(__name__)
 

@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Settings
+from workbench.config import Settings
 
 log = logging.getLogger(__name__)
 
@@ -141,7 +141,7 @@ def prefetch_openvino(settings: Settings) -> ModelStatus:
     target = Path(settings.model_cache_dir) / "openvino" / model_short_name(name)
     existed = (target / "openvino" / "openvino_model.xml").exists()
     try:
-        from .embeddings import get_embedder
+        from workbench.models.embeddings import get_embedder
 
         embedder = get_embedder(settings)
     except Exception as exc:
@@ -154,8 +154,8 @@ def prefetch_openvino(settings: Settings) -> ModelStatus:
 def prefetch_qa(settings: Settings, offline: bool) -> ModelStatus:
     """Download QA_MODEL into ``MODEL_CACHE_DIR/<name>`` (config, tokenizer, safetensors
     weights) unless it is already on disk. Needs Hub access."""
-    from .errors import ModelMissingError
-    from .qa import resolve_qa_model
+    from workbench.errors import ModelMissingError
+    from workbench.answer.qa import resolve_qa_model
 
     name = settings.qa_model
     try:

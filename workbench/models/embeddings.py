@@ -15,9 +15,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings
-from .errors import ConfigError, ModelMissingError
-from .models import fill_atomically, model_short_name
+from workbench.config import Settings
+from workbench.errors import ConfigError, ModelMissingError
+from workbench.models.files import fill_atomically, model_short_name
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ import textwrap
 
 import numpy as np
 
-from .embedding_map import EmbeddingMap
-from .evaluate import EvalReport
+from workbench.embedding_map import EmbeddingMap
+from workbench.evaluate import EvalReport
 
 #: Characters of chunk text shown in a hover label.
 HOVER_CHARS = 240

@@ -1,7 +1,7 @@
 """Hybrid search: vector and BM25 candidates, a sentence-level vector score, and their fusion.
 
 1. Candidates: the ``HYBRID_DEPTH`` (50) nearest chunks by cosine (Chroma) and the 50 best by
-   BM25 (:mod:`workbench.keyword`).
+   BM25 (:mod:`workbench.retrieval.bm25`).
 2. First stage, reciprocal rank fusion (RRF; Cormack, Clarke & Büttcher, "Reciprocal Rank Fusion
    outperforms Condorcet and individual Rank Learning Methods", SIGIR 2009):
    ``rrf(d) = sum_m w_m / (k + rank_m(d))``, ranks 1-based, ``k = 60`` as in the paper.

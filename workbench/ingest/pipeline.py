@@ -1,21 +1,19 @@
 """Incremental, crash-safe ingestion: files -> pages -> chunks -> embeddings -> Chroma.
 
 A document's identity is its ``source`` (path relative to the folder being ingested, or the
-file name); its ``document_id`` is the first 16 hex digits of sha256(source). Its *ingest key*
-is sha256 of (content hash, chunk size, chunk overlap, model, dimension, schema, chunker version,
-chunk context header on/off): an equal key
-means "unchanged, skip"; another key means "changed, replace". Chunk ids are deterministic:
-``<document_id>-<ingest_key[:12]>-<chunk_index:06d>``.
+file name); its ``document_id`` and chunk ids are the store's
+(:mod:`workbench.store.records`). Its *ingest key* is sha256 of (content hash, chunk size,
+chunk overlap, model, dimension, schema, chunker version, chunk context header on/off): an equal
+key means "unchanged, skip"; another key means "changed, replace".
 
-Chunks of several small files share one encode batch (throughput), but each document is
-committed on its own (see :mod:`workbench.store`), so a killed run never leaves a partial
-document searchable after ``Store.repair``, which every run calls first.
+Chunks of several small files share one encode batch (throughput), and the documents that are
+complete after a batch are committed together (:meth:`workbench.store.Store.commit_versions`),
+each still atomically, so a killed run never leaves a partial document searchable; the next
+run (or start-up) repairs what it left. Every run holds the collection lock.
 """
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import hashlib
 import logging
 import os
@@ -25,13 +23,15 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .chunking import CHUNKER_VERSION, Chunker
-from .config import Settings
-from .documents import Chunk, FileResult, IngestEvent, IngestSummary, Page
-from .embeddings import Embedder
-from .errors import CancelledError, DocumentError, IngestBusyError
-from .loaders import file_hash, is_supported, iter_pages
-from .store import SCHEMA_VERSION, Store, now_iso
+from workbench.ingest.chunking import CHUNKER_VERSION, Chunker
+from workbench.config import Settings
+from workbench.types import Chunk, FileResult, IngestEvent, IngestSummary, Page
+from workbench.models.embeddings import Embedder
+from workbench.errors import CancelledError, DocumentError
+from workbench.ingest.loaders import file_hash, is_supported, iter_pages
+from workbench.store import Store, collection_lock
+from workbench.store import records as rec
+from workbench.store.records import SCHEMA_VERSION, document_id_for, now_iso
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +44,6 @@ class SourceFile:
 
     path: Path
     source: str
-
-
-def document_id_for(source: str) -> str:
-    """16 hex digits of sha256(source): the stable id of a document across versions."""
-    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
 
 
 def ingest_key_for(content_hash: str, settings: Settings, model: str, dimensions: int) -> str:
@@ -173,7 +168,7 @@ class _Run:
                 source=file.source,
                 file_name=file.path.name,
             ):
-                doc.ids.append(f"{document_id}-{key[:12]}-{chunk.chunk_index:06d}")
+                doc.ids.append(rec.chunk_id(document_id, key, chunk.chunk_index))
                 self.buffer.append((chunk, doc))
                 if len(self.buffer) >= self.flush_size:
                     self.flush()
@@ -206,72 +201,47 @@ class _Run:
             return
         batch, self.buffer = self.buffer, []
         vectors = self.embedder.encode([chunk.header + chunk.text for chunk, _ in batch])
-        ids, metas, texts = [], [], []
-        for chunk, doc in batch:
-            ids.append(doc.ids[chunk.chunk_index])
-            texts.append(chunk.text)
-            metas.append(
-                {
-                    "document_id": chunk.document_id,
-                    "source": chunk.source,
-                    "source_path": str(doc.file.path.resolve()),
-                    "file_name": chunk.file_name,
-                    "page": chunk.page,
-                    "chunk_index": chunk.chunk_index,
-                    "start": chunk.start,
-                    "end": chunk.end,
-                    "token_count": chunk.token_count,
-                    "content_hash": chunk.content_hash,
-                    "section": chunk.section,
-                    "header": chunk.header,
-                    "ocr": chunk.ocr,
-                    "doc_hash": doc.content_hash,
-                    "ingest_key": doc.key,
-                    "ingested_at": doc.ingested_at,
-                    "complete": False,
-                }
+        ids = [doc.ids[chunk.chunk_index] for chunk, doc in batch]
+        texts = [chunk.text for chunk, _ in batch]
+        metas = [
+            rec.chunk_metadata(
+                chunk, source_path=str(doc.file.path.resolve()), doc_hash=doc.content_hash,
+                ingest_key=doc.key, ingested_at=doc.ingested_at,
             )
-        step = self.store.max_batch
-        for i in range(0, len(ids), step):
-            self.collection.upsert(
-                ids=ids[i : i + step], embeddings=vectors[i : i + step], documents=texts[i : i + step], metadatas=metas[i : i + step]
-            )
+            for chunk, doc in batch
+        ]
+        self.store.write_chunks(self.collection, ids, texts, metas, vectors)
         for _, doc in batch:
             doc.flushed += 1
         self.chunks_done += len(batch)
         self.emit("chunks")
 
     def commit_ready(self, force: bool = False) -> None:
-        """Commit every fully chunked document whose chunks are all written; with ``force``
-        flush the buffer first."""
+        """Commit every fully chunked document whose chunks are all written, together (see
+        :meth:`Store.commit_versions`); with ``force`` flush the buffer first."""
         if force:
             self.flush()
-        for doc in [d for d in self.open_docs if d.chunked and d.flushed == len(d.ids)]:
-            self.commit(doc)
-
-    def commit(self, doc: _Doc) -> None:
-        step = self.store.max_batch
-        rest = doc.ids[1:]
-        for i in range(0, len(rest), step):
-            self.collection.update(ids=rest[i : i + step], metadatas=[{"complete": True}] * len(rest[i : i + step]))
-        # Chunk 0 flips last: from here on the document is committed.
-        self.collection.update(
-            ids=doc.ids[:1],
-            metadatas=[{"complete": True, "doc_pages": doc.pages, "doc_chunks": len(doc.ids), "doc_ocr_pages": doc.ocr_pages}],
+        ready = [d for d in self.open_docs if d.chunked and d.flushed == len(d.ids)]
+        if not ready:
+            return
+        self.store.commit_versions(
+            self.collection,
+            [(d.ids, rec.head_summary(pages=d.pages, chunks=len(d.ids), ocr_pages=d.ocr_pages)) for d in ready],
         )
-        if doc.replaces:
-            self.store._delete_version(self.collection, doc.document_id, doc.replaces)
-        self.open_docs.remove(doc)
-        self.bytes_done += _size(doc.file.path)
-        self.finish_file(
-            FileResult(doc.file.source, "replaced" if doc.replaces else "added", len(doc.ids), doc.pages, doc.ocr_pages, seconds=time.perf_counter() - doc.started)
-        )
+        for doc in ready:
+            if doc.replaces:
+                self.store.delete_version(self.collection, doc.document_id, doc.replaces)
+            self.open_docs.remove(doc)
+            self.bytes_done += _size(doc.file.path)
+            self.finish_file(
+                FileResult(doc.file.source, "replaced" if doc.replaces else "added", len(doc.ids), doc.pages, doc.ocr_pages, seconds=time.perf_counter() - doc.started)
+            )
 
     def rollback(self, doc: _Doc) -> None:
         """Forget an uncommitted document: drop its buffered chunks, delete written ones."""
         self.buffer = [(c, d) for c, d in self.buffer if d is not doc]
         if doc.flushed:
-            self.store._delete_version(self.collection, doc.document_id, doc.key)
+            self.store.delete_version(self.collection, doc.document_id, doc.key)
         if doc in self.open_docs:
             self.open_docs.remove(doc)
         self.bytes_done += _size(doc.file.path)
@@ -282,54 +252,6 @@ def _size(path: Path) -> int:
         return path.stat().st_size
     except OSError:
         return 0
-
-
-def lock_path(settings: Settings, collection: str) -> Path:
-    """The lock file of ``collection``: ``<CHROMA_PERSIST_PATH>/locks/<collection>.lock``
-    (``.../locks/<host>_<port>/...`` for a Chroma server: it guards the processes of this machine)."""
-    root = Path(settings.chroma_persist_path) / "locks"
-    if settings.chroma_host:
-        root = root / f"{settings.chroma_host}_{settings.chroma_port}"
-    name = collection if len(collection) <= 200 else hashlib.sha256(collection.encode()).hexdigest()
-    return root / f"{name}.lock"
-
-
-@contextlib.contextmanager
-def collection_lock(settings: Settings, collection: str) -> Iterator[None]:
-    """Hold an exclusive OS lock (``fcntl.flock``) on ``collection`` for one ingest.
-
-    Every ingest starts by repairing what a killed run left (uncommitted chunks), which would
-    delete the chunks of another process's ingest still in progress; the lock makes a second
-    ingester fail at once instead. The kernel releases the lock when its holder dies, even by
-    kill -9, so a crash never leaves the collection locked. Raises IngestBusyError naming the
-    process that holds it. When the lock file cannot be created (a read-only folder), the
-    ingest goes on unlocked with a warning in the log.
-    """
-    path = lock_path(settings, collection)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+", encoding="utf-8")
-    except OSError as exc:
-        log.warning("cannot create the ingest lock %s (%s); ingesting without it", path, exc)
-        yield
-        return
-    with handle:
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.seek(0)
-            holder = handle.read().strip() or "another process"
-            raise IngestBusyError(
-                f"another ingest into collection {collection!r} is running ({holder}); wait for it to finish"
-            ) from None
-        try:
-            handle.seek(0)
-            handle.truncate()
-            handle.write(f"pid {os.getpid()}")
-            handle.flush()
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def ingest_paths(
@@ -352,8 +274,8 @@ def ingest_paths(
     ``summary.cancelled`` is True. Progress goes to ``progress`` as IngestEvents.
 
     Raises CollectionMismatchError when the collection was built with another model,
-    IngestBusyError when another process is ingesting into the same collection (see
-    :func:`collection_lock`), and StoreError when the store cannot be written.
+    IngestBusyError when another process is writing the same collection (see
+    :func:`workbench.store.collection_lock`), and StoreError when the store cannot be written.
     """
     name = collection or settings.collection_name
     with collection_lock(settings, name):
@@ -366,7 +288,7 @@ def _ingest_locked(paths, settings, store, embedder, name, progress, prune, canc
     items = discover(paths)
     run.files_total = len(items)
     run.bytes_total = sum(_size(i.path) for i in items)
-    heads = {m["document_id"]: m for m in store._committed_heads(run.collection)}
+    heads = store.current_heads(run.collection)
     run.emit("start")
     try:
         for item in items:

@@ -15,9 +15,9 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
-from .config import Settings
-from .documents import Page
-from .errors import DocumentError, WorkbenchError
+from workbench.config import Settings
+from workbench.types import Page
+from workbench.errors import DocumentError, WorkbenchError
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +110,7 @@ def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
         if len(re.sub(r"\s", "", text)) >= MIN_TEXT_CHARS:
             yield Page(text=text, page=index + 1)
             continue
-        from .ocr import ocr_image, render_pdf_page
+        from workbench.ingest.ocr import ocr_image, render_pdf_page
 
         image = render_pdf_page(path, index, settings.ocr_dpi)
         ocr_text = ocr_image(image, settings).text
@@ -188,7 +188,7 @@ def _html_pages(path: Path) -> Iterator[Page]:
 def _image_pages(path: Path, settings: Settings) -> Iterator[Page]:
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
-    from .ocr import ocr_image
+    from workbench.ingest.ocr import ocr_image
 
     try:
         image = Image.open(path)

@@ -29,9 +29,9 @@ import httpx
 import ollama
 import pydantic
 
-from .config import Settings
-from .documents import Hit
-from .errors import ConfigError, OllamaError
+from workbench.config import Settings
+from workbench.types import Hit
+from workbench.errors import ConfigError, OllamaError
 
 SYSTEM_PROMPT = (
     "You are a careful assistant that answers questions about the user's documents.\n"
@@ -512,7 +512,7 @@ def ask_stream(
     """Retrieve passages for ``question`` and prepare the streamed answer (the server is called
     when the returned :class:`ChatStream` is iterated).
 
-    Retrieval: ``workbench.search.search(question, collection=..., top_k=..., mode=search_mode)``
+    Retrieval: ``workbench.retrieval.search.search(question, collection=..., top_k=..., mode=search_mode)``
     (search_mode defaults to SEARCH_MODE: vector, keyword or hybrid) unless ``hits`` are given. mode: "rag" (default) or "retrieval" (no LLM call). model defaults
     to OLLAMA_MODEL, top_k to TOP_K, the budget to CONTEXT_WINDOW (also sent as ``num_ctx`` so
     Ollama does not silently truncate the prompt to its own default window).
@@ -525,7 +525,7 @@ def ask_stream(
         raise ValueError(f"unknown chat mode {mode!r}; use 'rag' or 'retrieval'")
     t0 = time.perf_counter()
     if hits is None:
-        from .search import search
+        from workbench.retrieval.search import search
 
         hits = search(question, settings=settings, store=store, embedder=embedder,
                       collection=collection, top_k=top_k or settings.top_k,

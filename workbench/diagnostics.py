@@ -14,8 +14,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .config import Settings
-from .errors import WorkbenchError
+from workbench.config import Settings
+from workbench.errors import WorkbenchError
 
 #: Free disk below this at the store fails the check; below WARN_DISK_GB it warns (GiB).
 MIN_DISK_GB, WARN_DISK_GB = 1.0, 5.0
@@ -69,7 +69,7 @@ def check_model(settings: Settings, embedder=None) -> tuple[Diagnosis, object | 
     embedder (None when it failed)."""
     try:
         if embedder is None:
-            from .embeddings import get_embedder
+            from workbench.models.embeddings import get_embedder
 
             embedder = get_embedder(settings)
     except WorkbenchError as exc:
@@ -95,7 +95,7 @@ def check_store(settings: Settings, store=None) -> tuple[Diagnosis, object | Non
         fixes = (f"make CHROMA_PERSIST_PATH ({settings.chroma_persist_path}) a writable folder (in a container: a mounted volume)",)
     try:
         if store is None:
-            from .store import open_store
+            from workbench.store.chroma import open_store
 
             store = open_store(settings)
         if settings.chroma_host:
@@ -136,13 +136,13 @@ def check_collections(store, embedder) -> list[Diagnosis]:
 
 
 def _ollama_calls():
-    """(server_version, list_models, error class) from workbench.chat when it is there, else
+    """(server_version, list_models, error class) from workbench.answer.chat when it is there, else
     minimal versions over the ``ollama`` client."""
     try:
-        from .chat import OllamaCallError, list_models, server_version
+        from workbench.answer.chat import OllamaCallError, list_models, server_version
 
         return server_version, list_models, OllamaCallError
-    except ImportError:  # pragma: no cover - workbench.chat is part of the app
+    except ImportError:  # pragma: no cover - workbench.answer.chat is part of the app
         import ollama
 
         def _client(settings):

@@ -4,8 +4,8 @@ document QA and the evaluation.
 Three modes:
 
 - ``vector``: cosine similarity of the embeddings (Chroma, cosine space).
-- ``keyword``: BM25 over the same chunks (:mod:`workbench.keyword`).
-- ``hybrid``: both, fused (:mod:`workbench.hybrid`): reciprocal rank fusion (Cormack, Clarke &
+- ``keyword``: BM25 over the same chunks (:mod:`workbench.retrieval.bm25`).
+- ``hybrid``: both, fused (:mod:`workbench.retrieval.fusion`): reciprocal rank fusion (Cormack, Clarke &
   Büttcher 2009, k=60) as the first stage, then a convex combination of chunk cosine,
   best-sentence cosine and BM25 (default), or plain RRF with ``fusion="rrf"``.
 """
@@ -18,11 +18,12 @@ import weakref
 
 import numpy as np
 
-from .config import SEARCH_MODES, Settings
-from .documents import Hit
-from .embeddings import Embedder
-from .hybrid import CONVEX_WEIGHTS, FUSIONS, HYBRID_DEPTH, RRF_K, SENTENCE_RERANK, convex, rrf, sentence_scores
-from .store import Store, hit_from_record
+from workbench.config import SEARCH_MODES, Settings
+from workbench.types import Hit
+from workbench.models.embeddings import Embedder
+from workbench.retrieval.fusion import CONVEX_WEIGHTS, FUSIONS, HYBRID_DEPTH, RRF_K, SENTENCE_RERANK, convex, rrf, sentence_scores
+from workbench.store import Store
+from workbench.store.records import hit_from_record
 
 #: Extra candidates fetched so that uncommitted chunks (an ingest in progress) can be dropped
 #: without returning fewer than top_k results.
@@ -63,7 +64,7 @@ def search(
     name = collection or settings.collection_name
     k = top_k or settings.top_k
     if mode == "keyword":
-        from .keyword import keyword_search
+        from workbench.retrieval.bm25 import keyword_search
 
         return keyword_search(query, settings=settings, store=store, collection=name, top_k=k, file_name=file_name, document_id=document_id)
     where = None
@@ -137,17 +138,19 @@ def _vector_candidates(store: Store, name: str, vector: np.ndarray, n: int, wher
                 raise
     out = _Candidates()
     out.returned = len(result["ids"][0])
-    for chunk_id, text, meta, distance in zip(
-        result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
-    ):
-        if meta and meta.get("complete"):
-            out.append((chunk_id, text, meta, 1.0 - float(distance)))
+    rows = [
+        (chunk_id, text, meta or {}, 1.0 - float(distance))
+        for chunk_id, text, meta, distance in zip(
+            result["ids"][0], result["documents"][0], result["metadatas"][0], result["distances"][0]
+        )
+    ]
+    out.extend(store.current_only(chroma, rows))
     out.committed = len(out)
     return out
 
 
 def _hybrid(query, vector, settings, store, embedder, chroma, name, k, file_name, document_id, where, min_score, fusion) -> list[Hit]:
-    from .keyword import fetch_records, get_index
+    from workbench.retrieval.bm25 import get_index
 
     depth = max(HYBRID_DEPTH, k)
     dense = _vector_candidates(store, name, vector, depth + _MARGIN, where)[:depth]
@@ -156,7 +159,7 @@ def _hybrid(query, vector, settings, store, embedder, chroma, name, k, file_name
     first = rrf([[c[0] for c in dense], [cid for cid, _ in sparse]], k=RRF_K)
     records = {cid: (text, meta, score) for cid, text, meta, score in dense}
     missing = [cid for cid, _ in first if cid not in records]
-    for cid, (text, meta, emb) in fetch_records(chroma, missing, embeddings=True).items():
+    for cid, (text, meta, emb) in store.fetch(chroma, missing, embeddings=True).items():
         records[cid] = (text, meta, float(np.dot(vector[0], emb)))
     first = [(cid, score) for cid, score in first if cid in records]  # drop ids deleted meanwhile
     keyword = dict(sparse)

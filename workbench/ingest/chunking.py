@@ -30,8 +30,8 @@ from pathlib import Path
 
 from semantic_text_splitter import TextSplitter
 
-from .documents import Chunk, Page
-from .errors import ConfigError
+from workbench.types import Chunk, Page
+from workbench.errors import ConfigError
 
 #: Special tokens the model adds around every input ([CLS] and [SEP] for BERT-style models).
 SPECIAL_TOKENS = 2

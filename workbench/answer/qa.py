@@ -22,8 +22,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings
-from .errors import ConfigError, ModelMissingError, WorkbenchError
+from workbench.config import Settings
+from workbench.errors import ConfigError, ModelMissingError, WorkbenchError
 
 log = logging.getLogger(__name__)
 
@@ -402,7 +402,7 @@ def stage_upload(name: str, data: bytes, settings: Settings) -> Path:
     import hashlib
     import tempfile
 
-    from .errors import DocumentError
+    from workbench.errors import DocumentError
 
     safe = Path(name).name.strip()
     if not safe or safe.startswith("."):
@@ -421,17 +421,17 @@ def _contexts_from_file(path: Path, question: str, *, settings: Settings, embedd
     """Pages of an uploaded file (OCR'd where they have no text layer). A short document is
     read whole; a longer one is chunked like an ingest and its ``top_k`` chunks most similar
     to the question (cosine of the embeddings) are returned, in that order."""
-    from .loaders import iter_pages
+    from workbench.ingest.loaders import iter_pages
 
     pages = list(iter_pages(path, settings))
     source = path.name
     whole = [QaContext(p.text, p.page, source, f"{source}#p{p.page}", p.ocr) for p in pages]
     if sum(len(p.text) for p in pages) <= FULL_SCAN_CHARS:
         return whole
-    from .chunking import Chunker
+    from workbench.ingest.chunking import Chunker
 
     if embedder is None:
-        from .embeddings import get_embedder
+        from workbench.models.embeddings import get_embedder
 
         embedder = get_embedder(settings)
 
@@ -465,7 +465,7 @@ def ask_document(
       text layer, cached) are read whole when short, else the ``top_k`` best chunks by
       embedding (``embedder``, default ``get_embedder(settings)``, loaded only then).
     - Ingested document (``document_id`` or ``file_name`` in ``collection``, with ``store`` and
-      ``embedder``): its ``top_k`` best chunks by ``workbench.search.search``.
+      ``embedder``): its ``top_k`` best chunks by ``workbench.retrieval.search.search``.
 
     ``top_k`` defaults to TOP_K. Raises DocumentError for unreadable files, StoreError for a
     missing collection, ModelMissingError when a model is not on disk.
@@ -476,7 +476,7 @@ def ask_document(
     else:
         if store is None or embedder is None or not (document_id or file_name):
             raise WorkbenchError("ask_document needs a file path, or store + embedder + a document")
-        from .search import search
+        from workbench.retrieval.search import search
 
         hits = search(
             question,

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings
-from .errors import DocumentError, ModelMissingError, WorkbenchError
+from workbench.config import Settings
+from workbench.errors import DocumentError, ModelMissingError, WorkbenchError
 
 log = logging.getLogger(__name__)
 
@@ -332,7 +332,7 @@ def _pdf_text_layers(path: Path, only: int | None = None) -> list[str | None]:
 
 
 def _has_text_layer(text: str) -> bool:
-    from .loaders import MIN_TEXT_CHARS
+    from workbench.ingest.loaders import MIN_TEXT_CHARS
 
     return len("".join(text.split())) >= MIN_TEXT_CHARS
 
@@ -367,7 +367,7 @@ def ocr_file(path: Path, settings: Settings) -> list[FilePage]:
             result = ocr_image(render_pdf_page(path, index, settings.ocr_dpi), settings)
             pages.append(FilePage(index + 1, True, result.text, result.boxes, result.width, result.height))
         return pages
-    from .loaders import IMAGE_EXTENSIONS
+    from workbench.ingest.loaders import IMAGE_EXTENSIONS
 
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise DocumentError(
@@ -396,7 +396,7 @@ def page_view(path: Path, page: int, settings: Settings):
             return None
         image = render_pdf_page(path, page - 1, settings.ocr_dpi)
     else:
-        from .loaders import IMAGE_EXTENSIONS
+        from workbench.ingest.loaders import IMAGE_EXTENSIONS
 
         if suffix not in IMAGE_EXTENSIONS:
             return None

@@ -5,14 +5,13 @@ bm25s implements its Lucene variant with k1=1.5, b=0.75 (Lù, "BM25S", 2024), th
 here. Tokens: lower-cased words of 2+ characters, English stop words removed (bm25s defaults),
 Snowball-stemmed (PyStemmer).
 Each chunk is indexed as its context header (document title and section, see
-:func:`workbench.chunking.context_header`) followed by its text: the same string that is embedded.
+:func:`workbench.ingest.chunking.context_header`) followed by its text: the same string that is embedded.
 
 **Staying in step: a generation derived from the store, no hooks.** An index is a pure function of
 the collection's *committed* chunks, and the committed set is named exactly by the ids of the
-committed chunk-0 records (``<document_id>-<ingest_key[:12]>-000000``, see
-:mod:`workbench.ingest`): ingest, replace, delete, prune and repair all change that set, and
-nothing else does. The index's *generation* is sha256 of the collection's Chroma id (a deleted
-and re-created collection never matches an old index) and those sorted head ids. Every keyword or
+committed heads (:meth:`workbench.store.Store.generation`): ingest, replace, delete, prune and
+repair all change that set, and nothing else does. The generation hashes the collection's
+Chroma id too, so a deleted and re-created collection never matches an old index. Every keyword or
 hybrid search asks the store for the head ids (one metadata query, ids only); when the generation
 differs from the index's, the index is rebuilt from the committed chunks and saved. We chose this
 over a counter bumped in collection metadata because it needs no hook in ingest or delete, cannot
@@ -30,7 +29,6 @@ place in one step, so readers never see half an index; older generations are the
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -42,17 +40,16 @@ from pathlib import Path
 
 import numpy as np
 
-from .config import Settings
-from .documents import Hit
-from .store import Store, hit_from_record
+from workbench.config import Settings
+from workbench.types import Hit
+from workbench.store import Store
+from workbench.store.records import hit_from_record
 
 log = logging.getLogger(__name__)
 
 #: bm25s defaults (Lucene BM25): term-frequency saturation k1 and length normalisation b.
 BM25_K1 = 1.5
 BM25_B = 0.75
-#: Chunks fetched from Chroma per request when (re)building an index.
-_PAGE = 5000
 _FORMAT = 1
 
 
@@ -90,22 +87,6 @@ def indexed_text(text: str, meta: dict) -> str:
     """The string indexed for one stored chunk: its context header (metadata ``header``,
     written at ingest) followed by its text; just the text for chunks stored without one."""
     return f"{meta.get('header') or ''}{text or ''}"
-
-
-def committed_heads(collection) -> list[str]:
-    """Sorted ids of the committed chunk-0 records of a raw Chroma collection."""
-    got = collection.get(where={"$and": [{"chunk_index": 0}, {"complete": True}]}, include=[])
-    return sorted(got["ids"])
-
-
-def generation_of(collection) -> str:
-    """sha256 hex of the collection's id and its committed head ids: equal generations mean the
-    same committed chunks."""
-    digest = hashlib.sha256(f"{_FORMAT}|{collection.id}|".encode())
-    for head in committed_heads(collection):
-        digest.update(head.encode())
-        digest.update(b"\n")
-    return digest.hexdigest()
 
 
 @dataclass
@@ -176,7 +157,7 @@ def get_index(settings: Settings, store: Store, collection: str) -> KeywordIndex
     disk, else rebuilt from the committed chunks and saved. Raises StoreError when the
     collection does not exist."""
     chroma = store.get_collection(collection)
-    generation = generation_of(chroma)
+    generation = store.generation(chroma)
     key = (str(index_root(settings)), collection)
     with _lock:
         cached = _cache.get(key)
@@ -185,7 +166,7 @@ def get_index(settings: Settings, store: Store, collection: str) -> KeywordIndex
         folder = index_root(settings) / collection
         index = _load(folder / generation[:16], collection, generation)
         if index is None:
-            index = _build(chroma, collection, generation)
+            index = _build(store, chroma, collection, generation)
             _save(index, folder)
         _cache[key] = index
         return index
@@ -217,7 +198,7 @@ def keyword_search(
         return []
     index = get_index(settings, store, name)
     ranked = index.top(query, k, mask=index.mask(file_name=file_name, document_id=document_id))
-    records = fetch_records(store.get_collection(name), [cid for cid, _ in ranked])
+    records = store.fetch(store.get_collection(name), [cid for cid, _ in ranked])
     hits = []
     for cid, score in ranked:
         if cid in records:
@@ -226,48 +207,17 @@ def keyword_search(
     return hits
 
 
-def fetch_records(collection, ids: list[str], *, embeddings: bool = False) -> dict[str, tuple]:
-    """``{id: (text, metadata[, embedding])}`` for the ids still in the collection."""
-    if not ids:
-        return {}
-    include = ["documents", "metadatas"] + (["embeddings"] if embeddings else [])
-    got = collection.get(ids=list(ids), include=include)
-    vectors = got.get("embeddings") if embeddings else None
-    out = {}
-    for i, cid in enumerate(got["ids"]):
-        row = (got["documents"][i], got["metadatas"][i] or {})
-        if embeddings:
-            row += (np.asarray(vectors[i], dtype=np.float32),)
-        out[cid] = row
-    return out
-
-
 # --- building, saving, loading ----------------------------------------------------------------
-def _committed_chunks(chroma) -> tuple[list[str], list[str], list[dict]]:
-    heads = set(committed_heads(chroma))
+def _build(store: Store, chroma, collection: str, generation: str) -> KeywordIndex:
+    import bm25s
+
     ids: list[str] = []
     texts: list[str] = []
     metas: list[dict] = []
-    offset = 0
-    while True:
-        got = chroma.get(where={"complete": True}, include=["documents", "metadatas"], limit=_PAGE, offset=offset)
-        for cid, text, meta in zip(got["ids"], got["documents"], got["metadatas"]):
-            meta = meta or {}
-            head = f"{meta.get('document_id', '')}-{str(meta.get('ingest_key', ''))[:12]}-000000"
-            if head in heads:
-                ids.append(cid)
-                texts.append(indexed_text(text, meta))
-                metas.append(meta)
-        if len(got["ids"]) < _PAGE:
-            break
-        offset += _PAGE
-    return ids, texts, metas
-
-
-def _build(chroma, collection: str, generation: str) -> KeywordIndex:
-    import bm25s
-
-    ids, texts, metas = _committed_chunks(chroma)
+    for cid, text, meta in store.committed_chunks(chroma):
+        ids.append(cid)
+        texts.append(indexed_text(text, meta))
+        metas.append(meta)
     retriever = None
     if ids:
         retriever = bm25s.BM25(k1=BM25_K1, b=BM25_B)
@@ -344,4 +294,4 @@ def _load(folder: Path, collection: str, generation: str) -> KeywordIndex | None
 def collection_generation(store: Store, collection: str) -> str:
     """The generation (see module docstring) of a collection's committed chunks: changes on every
     ingest, replace or delete. Raises StoreError when the collection does not exist."""
-    return generation_of(store.get_collection(collection))
+    return store.generation(store.get_collection(collection))

@@ -1,0 +1,376 @@
+"""The Chroma store: embedded (``PersistentClient`` on CHROMA_PERSIST_PATH) or a Chroma server
+(``HttpClient`` on CHROMA_HOST:CHROMA_PORT). Collections use cosine space, so
+``score = 1 - distance`` is the cosine similarity.
+
+:class:`Store` is the only code that reads or writes chunk records; the record format (ids,
+metadata, the commit flag, which version is current) is :mod:`workbench.store.records`. Writing
+is two-phase: :meth:`Store.write_chunks` (uncommitted), then :meth:`Store.commit_versions` (the
+other chunks first, the heads last, several documents' heads in one call), so a killed run
+never leaves a partial document searchable; :meth:`Store.repair` removes what it left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import re
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+from workbench.config import Settings
+from workbench.errors import CollectionMismatchError, StoreError
+from workbench.store import records as rec
+from workbench.store.records import SCHEMA_VERSION, now_iso
+from workbench.types import DocumentInfo, Hit
+
+log = logging.getLogger(__name__)
+
+_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9._-]{1,510}[a-zA-Z0-9]$")
+#: Suffixes of the work collections of a rebuild (shadow, swap) and an import
+#: (:mod:`workbench.store.admin`): hidden from listings.
+REBUILD_SUFFIX, PREVIOUS_SUFFIX, IMPORT_SUFFIX = ".rebuild", ".previous", ".importing"
+WORK_SUFFIXES = (REBUILD_SUFFIX, PREVIOUS_SUFFIX, IMPORT_SUFFIX)
+#: Records fetched from Chroma per request when scanning a collection.
+PAGE = 5000
+#: Seconds an HTTP request to a Chroma server may take before it fails (chromadb's own
+#: default is no timeout, so a hung server would freeze every page).
+HTTP_TIMEOUT_S = 30.0
+
+
+@dataclass(frozen=True)
+class CollectionInfo:
+    """A collection and what it was built with. ``chunks`` counts committed and uncommitted
+    records; ``documents`` counts committed documents."""
+
+    name: str
+    documents: int
+    chunks: int
+    embedding_model: str
+    embedding_dimensions: int
+    chunk_size: int
+    chunk_overlap: int
+    created_at: str
+
+
+def check_collection_name(name: str) -> str:
+    """Return ``name`` if Chroma accepts it (3-512 chars of [a-zA-Z0-9._-], starting and ending
+    alphanumeric, no ``..``), else raise StoreError saying so."""
+    if not isinstance(name, str) or not _NAME_RE.match(name or "") or ".." in name:
+        raise StoreError(
+            f"invalid collection name {name!r}: use 3-512 characters of letters, digits, '.', '_' "
+            "or '-', starting and ending with a letter or digit"
+        )
+    return name
+
+
+class Store:
+    """A Chroma client plus the workbench's conventions for collections and documents."""
+
+    def __init__(self, settings: Settings):
+        import chromadb
+        from chromadb.config import Settings as ChromaSettings
+
+        self.settings = settings
+        chroma_settings = ChromaSettings(anonymized_telemetry=False)
+        try:
+            if settings.chroma_host:
+                self.client = chromadb.HttpClient(
+                    host=settings.chroma_host, port=settings.chroma_port, settings=chroma_settings
+                )
+                _set_http_timeout(self.client, HTTP_TIMEOUT_S)
+                self.client.heartbeat()
+            else:
+                settings.chroma_persist_path.mkdir(parents=True, exist_ok=True)
+                self.client = chromadb.PersistentClient(
+                    path=str(settings.chroma_persist_path), settings=chroma_settings
+                )
+        except Exception as exc:
+            raise StoreError(
+                f"cannot open the Chroma store at {settings.chroma_location} ({exc}); "
+                + (
+                    "is the Chroma server running (`chroma run --path DIR --port N`)?"
+                    if settings.chroma_host
+                    else "check that CHROMA_PERSIST_PATH is writable"
+                )
+            ) from exc
+        self.max_batch = int(self.client.get_max_batch_size())
+
+    # --- collections ---------------------------------------------------------------
+    @property
+    def location(self) -> str:
+        return self.settings.chroma_location
+
+    def collection_names(self, *, include_work: bool = False) -> list[str]:
+        """Names of the collections, sorted; the work collections of a rebuild or import
+        (``WORK_SUFFIXES``) only with ``include_work``."""
+        names = (c.name for c in self.client.list_collections())
+        return sorted(n for n in names if include_work or not n.endswith(WORK_SUFFIXES))
+
+    def has_collection(self, name: str) -> bool:
+        return name in self.collection_names(include_work=True)
+
+    def get_collection(self, name: str):
+        """The raw Chroma collection; raises StoreError when it does not exist."""
+        try:
+            return self.client.get_collection(name, embedding_function=None)
+        except Exception as exc:
+            raise StoreError(f"collection {name!r} does not exist in {self.location}") from exc
+
+    def open_collection(self, name: str, *, model: str, dimensions: int, chunk_size: int, chunk_overlap: int):
+        """Get or create ``name`` for writing with this model and chunking.
+
+        A new collection records model, dimension and chunk settings in its metadata (cosine
+        space). An existing one built with another model or dimension raises
+        CollectionMismatchError naming both; other chunk settings are recorded (documents then
+        re-chunk on ingest because their ingest key changes).
+        """
+        check_collection_name(name)
+        if self.has_collection(name):
+            collection = self.get_collection(name)
+            meta = dict(collection.metadata or {})
+            have_model = meta.get("embedding_model")
+            have_dim = meta.get("embedding_dimensions")
+            if have_model and (have_model != model or int(have_dim or dimensions) != dimensions):
+                raise CollectionMismatchError(
+                    f"collection {name!r} was built with {have_model} ({have_dim}-d) but the "
+                    f"loaded model is {model} ({dimensions}-d); ingest into another collection, "
+                    f"or rebuild {name!r} with the new model"
+                )
+            if (meta.get("chunk_size"), meta.get("chunk_overlap")) != (chunk_size, chunk_overlap):
+                meta.update(chunk_size=chunk_size, chunk_overlap=chunk_overlap)
+                meta.update(embedding_model=model, embedding_dimensions=dimensions)
+                collection.modify(metadata=meta)
+            return collection
+        return self.client.create_collection(
+            name,
+            configuration={"hnsw": {"space": "cosine"}},
+            metadata={
+                "embedding_model": model,
+                "embedding_dimensions": dimensions,
+                "chunk_size": chunk_size,
+                "chunk_overlap": chunk_overlap,
+                "created_at": now_iso(),
+                "workbench_schema": SCHEMA_VERSION,
+            },
+            embedding_function=None,
+        )
+
+    def collection_info(self, name: str) -> CollectionInfo:
+        collection = self.get_collection(name)
+        meta = collection.metadata or {}
+        return CollectionInfo(
+            name=name,
+            documents=len(self.current_heads(collection)),
+            chunks=collection.count(),
+            embedding_model=str(meta.get("embedding_model", "")),
+            embedding_dimensions=int(meta.get("embedding_dimensions", 0) or 0),
+            chunk_size=int(meta.get("chunk_size", 0) or 0),
+            chunk_overlap=int(meta.get("chunk_overlap", 0) or 0),
+            created_at=str(meta.get("created_at", "")),
+        )
+
+    def list_collections(self) -> list[CollectionInfo]:
+        """Every collection with its document and chunk counts, sorted by name."""
+        return [self.collection_info(name) for name in self.collection_names()]
+
+    def delete_collection(self, name: str) -> None:
+        """Delete a collection and all its chunks; StoreError if it does not exist. Indexes
+        derived from it (BM25) are the retrieval layer's to drop."""
+        self.get_collection(name)
+        self.client.delete_collection(name)
+
+    # --- reading -----------------------------------------------------------------------------
+    @staticmethod
+    def committed_heads(collection, where: dict | None = None) -> list[dict]:
+        """Metadata of every committed head (chunk 0) of a raw collection, narrowed by ``where``;
+        superseded versions included (see :func:`workbench.store.records.current_heads`)."""
+        return collection.get(where=rec.committed_head_where(where), include=["metadatas"])["metadatas"] or []
+
+    def current_heads(self, collection) -> dict[str, dict]:
+        """``{document_id: head metadata}`` of the current version of every committed document."""
+        return rec.current_heads(self.committed_heads(collection))
+
+    @staticmethod
+    def generation(collection) -> str:
+        """sha256 hex of the collection's Chroma id and its committed head ids: equal
+        generations mean the same committed chunks (every ingest, replace, delete, prune and
+        repair changes the set; nothing else does). One ids-only query."""
+        got = collection.get(where=rec.COMMITTED_HEAD, include=[])
+        digest = hashlib.sha256(f"1|{collection.id}|".encode())
+        for head in sorted(got["ids"]):
+            digest.update(head.encode())
+            digest.update(b"\n")
+        return digest.hexdigest()
+
+    def committed_chunks(self, collection, *, include_embeddings: bool = False) -> Iterator[tuple[str, str, dict]]:
+        """Every chunk of the current committed version of each document: ``(id, text,
+        metadata)`` in pages of PAGE records (plus the (d,) float32 embedding with
+        ``include_embeddings``)."""
+        heads = {rec.head_id_of(m) for m in self.current_heads(collection).values()}
+        include = ["documents", "metadatas"] + (["embeddings"] if include_embeddings else [])
+        offset = 0
+        while True:
+            got = collection.get(where=rec.COMMITTED, include=include, limit=PAGE, offset=offset)
+            for i, (cid, text, meta) in enumerate(zip(got["ids"], got["documents"], got["metadatas"])):
+                meta = meta or {}
+                if rec.head_id_of(meta) in heads:
+                    row = (cid, text or "", meta)
+                    if include_embeddings:
+                        row += (got["embeddings"][i],)
+                    yield row
+            if len(got["ids"]) < PAGE:
+                return
+            offset += PAGE
+
+    def current_only(self, collection, records: Sequence[tuple]) -> list[tuple]:
+        """Keep the records (tuples whose third item is the chunk metadata, e.g. ``(id, text,
+        metadata, score)``) that belong to the current committed version of their document.
+        A chunk's own flag is not trusted: its version's head decides (one query)."""
+        doc_ids = sorted({str((r[2] or {}).get("document_id", "")) for r in records})
+        if not doc_ids:
+            return []
+        heads = self.committed_heads(collection, {"document_id": {"$in": doc_ids}})
+        current = {rec.head_id_of(m) for m in rec.current_heads(heads).values()}
+        return [r for r in records if rec.head_id_of(r[2] or {}) in current]
+
+    def fetch(self, collection, ids: Sequence[str], *, embeddings: bool = False) -> dict[str, tuple]:
+        """``{id: (text, metadata[, (d,) float32 embedding])}`` for the ids still in the
+        collection (one request)."""
+        import numpy as np
+
+        if not ids:
+            return {}
+        include = ["documents", "metadatas"] + (["embeddings"] if embeddings else [])
+        got = collection.get(ids=list(ids), include=include)
+        out = {}
+        for i, cid in enumerate(got["ids"]):
+            row = (got["documents"][i] or "", got["metadatas"][i] or {})
+            if embeddings:
+                row += (np.asarray(got["embeddings"][i], dtype=np.float32),)
+            out[cid] = row
+        return out
+
+    def documents(self, name: str) -> list[DocumentInfo]:
+        """Committed documents of a collection (current versions), sorted by source."""
+        heads = self.current_heads(self.get_collection(name))
+        return sorted((rec.document_info(m) for m in heads.values()), key=lambda d: d.source)
+
+    def document(self, name: str, document_id: str) -> DocumentInfo | None:
+        """The current committed version of one document, or None."""
+        heads = rec.current_heads(self.committed_heads(self.get_collection(name), {"document_id": document_id}))
+        return rec.document_info(heads[document_id]) if document_id in heads else None
+
+    def version_records(self, collection, document_id: str, ingest_key: str, *, embeddings: bool = False) -> list[tuple]:
+        """``(id, text, metadata[, embedding])`` of every chunk of one version, in chunk order."""
+        include = ["documents", "metadatas"] + (["embeddings"] if embeddings else [])
+        got = collection.get(where=rec.version_where(document_id, ingest_key), include=include)
+        rows = []
+        for i, (cid, text, meta) in enumerate(zip(got["ids"], got["documents"], got["metadatas"])):
+            row = (cid, text or "", dict(meta or {}))
+            if embeddings:
+                row += (got["embeddings"][i],)
+            rows.append(row)
+        return sorted(rows, key=lambda r: int(r[2].get("chunk_index", 0) or 0))
+
+    def document_chunks(self, name: str, document_id: str) -> list[Hit]:
+        """The committed chunks of one document in order (score 0: no query)."""
+        info = self.document(name, document_id)
+        if info is None:
+            return []
+        rows = self.version_records(self.get_collection(name), document_id, info.ingest_key)
+        return [rec.hit_from_record(cid, text, meta, 0.0) for cid, text, meta in rows]
+
+    # --- writing -----------------------------------------------------------------------------
+    def write_chunks(self, collection, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict], embeddings) -> None:
+        """Upsert chunk records (uncommitted, as :func:`records.chunk_metadata` makes them) in
+        requests of at most ``max_batch`` records."""
+        step = self.max_batch
+        for i in range(0, len(ids), step):
+            collection.upsert(
+                ids=list(ids[i : i + step]), embeddings=embeddings[i : i + step],
+                documents=list(texts[i : i + step]), metadatas=list(metadatas[i : i + step]),
+            )
+
+    def commit_versions(self, collection, versions: Sequence[tuple[list[str], dict]]) -> None:
+        """Commit several written versions at once: ``versions`` is ``[(chunk ids in order,
+        head summary)]`` (:func:`records.head_summary`). Every non-head chunk of every version
+        flips first, then all heads in one request: each document becomes visible atomically
+        with its head."""
+        step = self.max_batch
+        rest = [cid for ids, _ in versions for cid in ids[1:]]
+        for i in range(0, len(rest), step):
+            part = rest[i : i + step]
+            collection.update(ids=part, metadatas=[dict(rec.COMMITTED)] * len(part))
+        heads = [(ids[0], summary) for ids, summary in versions if ids]
+        for i in range(0, len(heads), step):
+            part = heads[i : i + step]
+            collection.update(ids=[h for h, _ in part], metadatas=[s for _, s in part])
+
+    def delete_ids(self, collection, ids: Sequence[str]) -> int:
+        """Delete records by id in requests of at most ``max_batch``; returns how many."""
+        ids = list(ids)
+        for i in range(0, len(ids), self.max_batch):
+            collection.delete(ids=ids[i : i + self.max_batch])
+        return len(ids)
+
+    def delete_version(self, collection, document_id: str, ingest_key: str) -> int:
+        """Delete one version of a document, its head first (so a killed delete leaves only
+        chunks without a committed head, which no search shows and repair removes)."""
+        ids = collection.get(where=rec.version_where(document_id, ingest_key), include=[])["ids"]
+        head = rec.head_id(document_id, ingest_key)
+        ordered = ([head] if head in ids else []) + [i for i in ids if i != head]
+        return self.delete_ids(collection, ordered)
+
+    def delete_document(self, name: str, document_id: str) -> int:
+        """Delete every chunk of a document (all versions, heads first); returns how many were
+        removed."""
+        collection = self.get_collection(name)
+        ids = collection.get(where={"document_id": document_id}, include=[])["ids"]
+        heads = [i for i in ids if rec.is_head_id(i)]
+        return self.delete_ids(collection, heads + [i for i in ids if not rec.is_head_id(i)])
+
+    def repair(self, name: str) -> int:
+        """Remove what an interrupted ingest or delete left: every version whose head is not
+        committed, committed versions superseded by a newer one, and orphan chunks whose head
+        is gone. Returns the number of chunks removed. Idempotent. Call it only while holding
+        the collection lock (:func:`workbench.store.locks.collection_lock`): it would delete
+        another process's ingest in progress."""
+        collection = self.get_collection(name)
+        removed = 0
+        loose = collection.get(where=rec.UNCOMMITTED, include=["metadatas"])["metadatas"] or []
+        for document_id, key in sorted({(m["document_id"], m["ingest_key"]) for m in loose}):
+            removed += self.delete_version(collection, document_id, key)
+        by_doc: dict[str, list[dict]] = {}
+        for meta in self.committed_heads(collection):
+            by_doc.setdefault(meta["document_id"], []).append(meta)
+        for document_id, versions in by_doc.items():
+            versions.sort(key=rec.version_order)
+            for stale in versions[:-1]:
+                removed += self.delete_version(collection, document_id, stale["ingest_key"])
+        heads = {rec.head_id_of(m) for m in self.committed_heads(collection)}
+        orphans: list[str] = []
+        offset = 0
+        while True:
+            got = collection.get(include=["metadatas"], limit=PAGE, offset=offset)
+            orphans += [cid for cid, m in zip(got["ids"], got["metadatas"]) if rec.head_id_of(m or {}) not in heads]
+            if len(got["ids"]) < PAGE:
+                break
+            offset += PAGE
+        removed += self.delete_ids(collection, orphans)
+        if removed:
+            log.warning("repaired collection %s: removed %d chunks of unfinished ingests or deletes", name, removed)
+        return removed
+
+
+def _set_http_timeout(client, seconds: float) -> None:
+    """Give chromadb's HTTP session a timeout (chromadb 1.x creates it with ``timeout=None``)."""
+    import httpx
+
+    session = getattr(getattr(client, "_server", None), "_session", None)
+    if isinstance(session, httpx.Client):
+        session.timeout = httpx.Timeout(seconds, connect=min(5.0, seconds))
+
+
+def open_store(settings: Settings) -> Store:
+    """Open the store these settings point at. Raises StoreError when it cannot be reached."""
+    return Store(settings)

@@ -1,0 +1,164 @@
+"""The stored record format: the one place that knows how a chunk is kept in Chroma.
+
+A chunk is one Chroma record: id, text (``documents``), embedding and a flat metadata dict.
+
+- **Chunk id**: ``<document_id>-<ingest_key[:12]>-<chunk_index:06d>`` (:func:`chunk_id`). A
+  document's id is the first 16 hex digits of sha256(source) (:func:`document_id_for`); its
+  *ingest key* names one version of it (content + chunking + model), so two versions of a
+  document never share a chunk id.
+- **Metadata** (:func:`chunk_metadata`): the chunk's place (document_id, source, source_path,
+  file_name, page, chunk_index, start/end characters, token_count, content_hash, section,
+  header, ocr), its version (doc_hash, ingest_key, ingested_at) and the commit flag.
+- **Commit flag** ``complete``: chunks are written with ``complete=False`` and flipped to True
+  when the whole document is in; chunk 0 (the *head*) flips last and then carries the document
+  summary (doc_pages, doc_chunks, doc_ocr_pages). The head is the authority: a version of a
+  document is *committed* exactly when its head is complete.
+- **Current version**: of several committed versions of one document (a run killed between
+  committing a new version and deleting the old one), only the newest (by ``ingested_at``, then
+  ingest key) is current. Search, BM25 and the document list show current versions only;
+  :meth:`workbench.store.Store.repair` deletes the rest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime, timezone
+from typing import Any
+
+from workbench.types import Chunk, DocumentInfo, Hit
+
+#: Version of this record format, stored in each collection's metadata (``workbench_schema``).
+SCHEMA_VERSION = 1
+#: The commit flag's metadata key.
+COMMIT_FLAG = "complete"
+#: ``where`` filter of committed heads (Chroma metadata filter syntax).
+COMMITTED_HEAD = {"$and": [{"chunk_index": 0}, {COMMIT_FLAG: True}]}
+#: ``where`` filter of uncommitted chunks.
+UNCOMMITTED = {COMMIT_FLAG: False}
+
+
+def now_iso() -> str:
+    """Current UTC time, ISO 8601 to the second."""
+    return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
+
+
+def document_id_for(source: str) -> str:
+    """16 hex digits of sha256(source): the stable id of a document across versions."""
+    return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
+
+
+def chunk_id(document_id: str, ingest_key: str, chunk_index: int) -> str:
+    """The id of chunk ``chunk_index`` of one version: ``<document_id>-<key[:12]>-<index:06d>``."""
+    return f"{document_id}-{ingest_key[:12]}-{chunk_index:06d}"
+
+
+def head_id(document_id: str, ingest_key: str) -> str:
+    """The id of a version's head (chunk 0)."""
+    return chunk_id(document_id, ingest_key, 0)
+
+
+def is_head_id(cid: str) -> bool:
+    """True for the id of a head (chunk 0)."""
+    return cid.endswith("-000000")
+
+
+def head_id_of(meta: dict[str, Any]) -> str:
+    """The head id of the version a stored chunk (its metadata) belongs to."""
+    return head_id(str(meta.get("document_id", "")), str(meta.get("ingest_key", "")))
+
+
+def version_where(document_id: str, ingest_key: str) -> dict:
+    """``where`` filter of every chunk of one version of a document."""
+    return {"$and": [{"document_id": document_id}, {"ingest_key": ingest_key}]}
+
+
+def committed_head_where(where: dict | None = None) -> dict:
+    """``where`` filter of committed heads, narrowed by ``where`` when given."""
+    if not where:
+        return COMMITTED_HEAD
+    return {"$and": [*COMMITTED_HEAD["$and"], where]}
+
+
+def chunk_metadata(
+    chunk: Chunk, *, source_path: str, doc_hash: str, ingest_key: str, ingested_at: str, complete: bool = False
+) -> dict[str, Any]:
+    """The metadata stored with ``chunk`` (all values scalars, as Chroma requires)."""
+    return {
+        "document_id": chunk.document_id,
+        "source": chunk.source,
+        "source_path": source_path,
+        "file_name": chunk.file_name,
+        "page": chunk.page,
+        "chunk_index": chunk.chunk_index,
+        "start": chunk.start,
+        "end": chunk.end,
+        "token_count": chunk.token_count,
+        "content_hash": chunk.content_hash,
+        "section": chunk.section,
+        "header": chunk.header,
+        "ocr": chunk.ocr,
+        "doc_hash": doc_hash,
+        "ingest_key": ingest_key,
+        "ingested_at": ingested_at,
+        COMMIT_FLAG: complete,
+    }
+
+
+def head_summary(*, pages: int, chunks: int, ocr_pages: int) -> dict[str, Any]:
+    """Metadata that commits a head: the flag and the document summary."""
+    return {COMMIT_FLAG: True, "doc_pages": pages, "doc_chunks": chunks, "doc_ocr_pages": ocr_pages}
+
+
+COMMITTED = {COMMIT_FLAG: True}
+
+
+def version_order(meta: dict[str, Any]) -> tuple[str, str]:
+    """Sort key of versions of one document: older first (ingested_at, then ingest key)."""
+    return (str(meta.get("ingested_at", "")), str(meta.get("ingest_key", "")))
+
+
+def current_heads(heads: Iterable[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """``{document_id: head metadata}`` of the newest committed version of each document,
+    from the metadata of committed heads."""
+    current: dict[str, dict[str, Any]] = {}
+    for meta in heads:
+        doc = str(meta.get("document_id", ""))
+        if doc not in current or version_order(meta) > version_order(current[doc]):
+            current[doc] = meta
+    return current
+
+
+def hit_from_record(chunk_id: str, text: str, meta: dict[str, Any], score: float, **extra) -> Hit:
+    """Build a Hit from one Chroma record (id, document text, metadata)."""
+    return Hit(
+        chunk_id=chunk_id,
+        score=float(score),
+        text=text or "",
+        document_id=str(meta.get("document_id", "")),
+        source=str(meta.get("source", "")),
+        file_name=str(meta.get("file_name", "")),
+        page=int(meta.get("page", 0) or 0),
+        chunk_index=int(meta.get("chunk_index", 0) or 0),
+        start=int(meta.get("start", 0) or 0),
+        end=int(meta.get("end", 0) or 0),
+        token_count=int(meta.get("token_count", 0) or 0),
+        section=str(meta.get("section", "")),
+        **extra,
+    )
+
+
+def document_info(meta: dict[str, Any]) -> DocumentInfo:
+    """A DocumentInfo from a committed head's metadata."""
+    return DocumentInfo(
+        document_id=str(meta["document_id"]),
+        source=str(meta.get("source", "")),
+        file_name=str(meta.get("file_name", "")),
+        source_path=str(meta.get("source_path", "")),
+        pages=int(meta.get("doc_pages", 0) or 0),
+        chunks=int(meta.get("doc_chunks", 0) or 0),
+        ocr_pages=int(meta.get("doc_ocr_pages", 0) or 0),
+        content_hash=str(meta.get("doc_hash", "")),
+        ingested_at=str(meta.get("ingested_at", "")),
+        ingest_key=str(meta.get("ingest_key", "")),
+    )
