@@ -2,7 +2,7 @@
 
 Per image, in one process with one EasyOCR reader (canvas OCR_CANVAS_SIZE, default 1280):
 - raw: ``reader.readtext(array, canvas_size=...)`` on the decoded RGB array;
-- ours: ``workbench.ingest.ocr.ocr_file(path)`` with an empty cache (one per image): decode, pixel hash, the same
+- ours: ``workbench.ingest.loaders.ocr_file(path)`` with an empty cache (one per image): decode, pixel hash, the same
   readtext call, reading order, cache write (the target is ours/raw <= 1.1). The time spent
   inside readtext during that call is measured too, so ``overhead_s`` (ours minus its own
   readtext) is known exactly, and ``ratio_overhead`` = (raw + overhead) / raw is a ratio that
@@ -31,7 +31,9 @@ import numpy as np  # noqa: E402
 from PIL import Image  # noqa: E402
 
 from workbench.config import Settings  # noqa: E402
-from workbench.ingest.ocr import character_error_rate, get_reader, ocr_file  # noqa: E402
+from workbench.ingest.loaders import ocr_file  # noqa: E402
+from workbench.ingest.ocr import character_error_rate  # noqa: E402
+from workbench.models.ocr_reader import get_reader  # noqa: E402
 
 
 def ground_truth(image: Path) -> Path:

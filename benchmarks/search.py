@@ -150,7 +150,7 @@ def langchain_quality(corpus: Path, embedder, questions, tmp: Path) -> dict:
     from langchain_huggingface import HuggingFaceEmbeddings
     from langchain_text_splitters import RecursiveCharacterTextSplitter
 
-    from workbench.types import Hit
+    from workbench.documents import Hit
     from workbench.evaluate import found_rank, metrics_from_ranks
 
     t = time.perf_counter()

@@ -5,6 +5,7 @@ from pathlib import Path
 import streamlit as st
 
 from workbench.answer import chat
+from workbench.answer import ollama as ollama_api
 from workbench.errors import OllamaError, WorkbenchError
 from ui import collection_picker, get_settings, md_escape, require_embedder, require_store, score_text, search_mode_picker
 
@@ -18,7 +19,7 @@ def ollama_models(base_url: str) -> tuple[list[str], dict | None]:
     """(models, error) for the server at base_url; the error is cached too (15 s) so a dead
     host does not cost a connect timeout on every rerun."""
     try:
-        return chat.list_models(get_settings()), None
+        return ollama_api.list_models(get_settings()), None
     except OllamaError as exc:
         return [], {"what": getattr(exc, "what", str(exc)), "fixes": getattr(exc, "fixes", [])}
 
@@ -84,7 +85,7 @@ with st.sidebar:
     collection = collection_picker(key="chat-collection")
     models, models_error = ollama_models(settings.ollama_base_url)
     if models:
-        default = chat.resolve_model(settings.ollama_model, models)
+        default = ollama_api.resolve_model(settings.ollama_model, models)
         model = st.selectbox("Model", models, index=models.index(default) if default else 0, key="chat-model")
     else:
         model = st.text_input("Model", settings.ollama_model, key="chat-model-name")
@@ -104,7 +105,7 @@ with st.sidebar:
 if models_error and not retrieval_only:
     show_ollama_error(models_error)
     st.caption("Questions still retrieve passages; the answer will fail until Ollama is reachable.")
-elif models and not chat.resolve_model(settings.ollama_model, models):
+elif models and not ollama_api.resolve_model(settings.ollama_model, models):
     st.warning(f"OLLAMA_MODEL {md_escape(settings.ollama_model)} is not pulled on the server; "
                f"using {md_escape(model)}. Run `ollama pull {settings.ollama_model}` to get it.")
 

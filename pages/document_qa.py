@@ -9,8 +9,12 @@ import streamlit as st
 
 from workbench.errors import WorkbenchError
 from workbench.ingest.loaders import SUPPORTED_EXTENSIONS
-from workbench.ingest.ocr import draw_boxes, page_view, span_boxes
-from workbench.answer.qa import ask_document, load_qa_model, stage_upload
+from ui.boxes import draw_boxes
+from workbench.answer.document_qa import ask_document
+from workbench.ingest.layout import span_boxes
+from workbench.ingest.loaders import page_view
+from workbench.ingest.uploads import stage_upload
+from workbench.models.qa_model import load_qa_model
 from ui import collection_picker, get_settings, require_embedder, require_store
 
 

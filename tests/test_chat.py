@@ -14,8 +14,10 @@ import pytest
 from tests.conftest import make_settings, stop_process, write_docs
 from tests.fake_ollama import FakeOllama, last_user_message
 from workbench.answer import chat
+from workbench.answer import prompt as chat_prompt
+from workbench.answer import ollama as ollama_api
 from workbench.config import Settings
-from workbench.types import Hit
+from workbench.documents import Hit
 from workbench.errors import ConfigError, OllamaError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -127,7 +129,7 @@ def test_prompt_stays_within_token_budget_and_drops_chunks(kb, fake):
     assert prompt.dropped, "a 512-token window must not hold 12 chunks"
     assert 1 <= len(stream.citations) < len(stream.retrieved)
     sent = fake.chat_requests()[-1]
-    tokens = sum(embedder.count_tokens(m["content"]) + chat.MESSAGE_OVERHEAD_TOKENS for m in sent["messages"])
+    tokens = sum(embedder.count_tokens(m["content"]) + chat_prompt.MESSAGE_OVERHEAD_TOKENS for m in sent["messages"])
     assert tokens <= 512 - prompt.answer_tokens
     assert sent["options"]["num_ctx"] == 512 and sent["options"]["num_predict"] == prompt.answer_tokens
     text = last_user_message(sent)
@@ -139,7 +141,7 @@ def test_prompt_stays_within_token_budget_and_drops_chunks(kb, fake):
 def test_build_messages_skips_big_chunk_but_keeps_smaller_later_ones(kb):
     _, _, embedder = kb
     hits = make_hits(1, words=600) + make_hits(3, words=20)[1:]
-    prompt = chat.build_messages("q?", hits, embedder_or_token_counter=embedder, context_window=1024)
+    prompt = chat_prompt.build_messages("q?", hits, embedder_or_token_counter=embedder, context_window=1024)
     assert [h.chunk_id for h in prompt.dropped] == ["c0"]
     assert [h.chunk_id for h in prompt.hits] == ["c1", "c2"]
     assert "[1] f1.md, page 2" in prompt.messages[-1]["content"]  # renumbered from 1
@@ -149,13 +151,13 @@ def test_build_messages_skips_big_chunk_but_keeps_smaller_later_ones(kb):
 def test_batched_counts_match_count_tokens_and_plain_counters_work(kb):
     _, _, embedder = kb
     hits = make_hits(4, words=80)
-    prompt = chat.build_messages("What is word2x3?", hits, embedder_or_token_counter=embedder, context_window=4096)
+    prompt = chat_prompt.build_messages("What is word2x3?", hits, embedder_or_token_counter=embedder, context_window=4096)
     expected = sum(embedder.count_tokens(m["content"]) for m in prompt.messages)
     # estimate = exact counts + per-message overhead + per-passage slack, never below the real count
-    assert expected <= prompt.estimated_tokens <= expected + 2 * chat.MESSAGE_OVERHEAD_TOKENS + 3 * len(hits) + 2
-    words = chat.build_messages("q?", hits, embedder_or_token_counter=lambda t: len(t.split()),
+    assert expected <= prompt.estimated_tokens <= expected + 2 * chat_prompt.MESSAGE_OVERHEAD_TOKENS + 3 * len(hits) + 2
+    words = chat_prompt.build_messages("q?", hits, embedder_or_token_counter=lambda t: len(t.split()),
                                 context_window=512, answer_tokens=128)
-    assert 1 <= len(words.hits) < 4 and words.estimated_tokens <= words.budget == int(384 * chat.SAFETY_FACTOR)
+    assert 1 <= len(words.hits) < 4 and words.estimated_tokens <= words.budget == int(384 * chat_prompt.SAFETY_FACTOR)
 
 
 def test_history_is_sent_newest_first_kept(kb):
@@ -164,7 +166,7 @@ def test_history_is_sent_newest_first_kept(kb):
     for i in range(40):
         history += [{"role": "user", "content": f"old question {i} " + "filler " * 30},
                     {"role": "assistant", "content": f"old answer {i} " + "filler " * 30}]
-    prompt = chat.build_messages("new question?", make_hits(2, 10), history,
+    prompt = chat_prompt.build_messages("new question?", make_hits(2, 10), history,
                                  embedder_or_token_counter=embedder, context_window=2048)
     kept = prompt.messages[1:-1]
     assert 0 < prompt.history_used == len(kept) < len(history)
@@ -175,7 +177,7 @@ def test_history_is_sent_newest_first_kept(kb):
 def test_question_too_long_for_window_is_a_config_error(kb):
     _, _, embedder = kb
     with pytest.raises(ConfigError, match="CONTEXT_WINDOW"):
-        chat.build_messages("why " * 2000, [], embedder_or_token_counter=embedder, context_window=512)
+        chat_prompt.build_messages("why " * 2000, [], embedder_or_token_counter=embedder, context_window=512)
 
 
 def test_retrieval_only_mode_does_not_call_the_server(kb, fake):
@@ -190,11 +192,11 @@ def test_retrieval_only_mode_does_not_call_the_server(kb, fake):
 def test_list_models_version_and_context_length(kb, fake):
     settings, _, _ = kb
     s = on(settings, fake)
-    assert chat.list_models(s) == ["llama3.2:latest", "qwen2.5:0.5b"]
-    assert chat.server_version(s) == fake.version
-    assert chat.model_context_length(s, "llama3.2") == fake.context_length
-    assert chat.resolve_model("llama3.2", chat.list_models(s)) == "llama3.2:latest"
-    assert chat.resolve_model("mistral", chat.list_models(s)) is None
+    assert ollama_api.list_models(s) == ["llama3.2:latest", "qwen2.5:0.5b"]
+    assert ollama_api.server_version(s) == fake.version
+    assert ollama_api.model_context_length(s, "llama3.2") == fake.context_length
+    assert ollama_api.resolve_model("llama3.2", ollama_api.list_models(s)) == "llama3.2:latest"
+    assert ollama_api.resolve_model("mistral", ollama_api.list_models(s)) is None
 
 
 # -- failures: never a hang, always what failed and how to fix it -----------------------------
@@ -203,7 +205,7 @@ def test_server_down_is_connection_refused_with_fixes(kb):
     settings, store, embedder = kb
     down = on(settings)  # a closed port
     with pytest.raises(OllamaError) as info:
-        chat.list_models(down)
+        ollama_api.list_models(down)
     err = info.value
     assert err.kind == "connection_refused"
     message = str(err)
@@ -249,7 +251,7 @@ def test_model_missing_says_ollama_pull(kb, fake):
         chat.answer("q?", settings=s, embedder=embedder, hits=make_hits(1), model="mistral:7b")
     assert info.value.kind == "model_missing" and "`ollama pull mistral:7b`" in str(info.value)
     with pytest.raises(OllamaError, match="ollama pull mistral"):
-        chat.model_context_length(s, "mistral")
+        ollama_api.model_context_length(s, "mistral")
 
 
 def test_malformed_stream_is_a_clear_error(kb, fake):
@@ -276,7 +278,7 @@ def test_error_record_mid_stream_and_http_500(kb, fake):
 def test_openai_style_v1_url_is_explained(kb, fake):
     settings, _, _ = kb
     with pytest.raises(OllamaError, match="no /v1 suffix"):
-        chat.list_models(settings.model_copy(update={"ollama_base_url": fake.url + "/v1"}))
+        ollama_api.list_models(settings.model_copy(update={"ollama_base_url": fake.url + "/v1"}))
 
 
 # -- CLI -------------------------------------------------------------------------------------
@@ -335,7 +337,7 @@ def test_fake_server_runs_by_hand(kb):
     try:
         assert "listening on http://127.0.0.1:" in proc.stdout.readline()
         s = kb[0].model_copy(update={"ollama_base_url": f"http://127.0.0.1:{port}"})
-        assert "llama3.2:latest" in chat.list_models(s)
+        assert "llama3.2:latest" in ollama_api.list_models(s)
         result = chat.answer("q?", settings=s, embedder=kb[2], hits=make_hits(1, 30))
         assert "unique-marker-0" in result.answer  # the demo reply quotes passage [1]
     finally:

@@ -485,7 +485,7 @@ def test_prefetch_then_cmd_serves_a_healthy_app(tmp_path):
         ["/bin/sh", "-c", prefetch_command()], cwd=app, env=build_env, capture_output=True, text=True, timeout=840
     )
     assert result.returncode == 0, f"prefetch failed:\n{result.stdout}\n{result.stderr}"
-    # What prefetch promises (workbench.models.files): MiniLM and the EasyOCR weights copied from
+    # What prefetch promises (workbench.models.prefetch): MiniLM and the EasyOCR weights copied from
     # their packages, the OpenVINO export written; the QA model is skipped offline.
     assert (cache / "all-MiniLM-L6-v2" / "config.json").is_file(), result.stdout
     assert sorted(p.name for p in (cache / "easyocr").glob("*.pth")), result.stdout
@@ -501,7 +501,7 @@ def test_prefetch_then_cmd_serves_a_healthy_app(tmp_path):
         [sys.executable, "-c",
          "from workbench.config import Settings\n"
          "from workbench.models.embeddings import resolve_embedding_model\n"
-         "from workbench.ingest.ocr import ocr_model_dir\n"
+         "from workbench.models.ocr_reader import ocr_model_dir\n"
          "s = Settings()\n"
          "print(resolve_embedding_model(s).resolve()); print(ocr_model_dir(s).resolve())\n"],
         cwd=app, env=run_env, capture_output=True, text=True, timeout=120,

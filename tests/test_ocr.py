@@ -23,17 +23,10 @@ from tests.conftest import make_settings
 from tests.test_qa import random_qa_dir  # noqa: F401  (fixture)
 from workbench.ingest import ocr
 from workbench.errors import DocumentError
-from workbench.ingest.ocr import (
-    cache_path,
-    character_error_rate,
-    draw_boxes,
-    image_cache_key,
-    ocr_file,
-    ocr_image,
-    page_view,
-    render_pdf_page,
-    span_boxes,
-)
+from ui.boxes import draw_boxes
+from workbench.ingest.layout import span_boxes
+from workbench.ingest.loaders import ocr_file, page_view, render_pdf_page
+from workbench.ingest.ocr import cache_path, character_error_rate, image_cache_key, ocr_image
 
 REPO = Path(__file__).resolve().parents[1]
 

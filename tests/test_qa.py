@@ -20,15 +20,10 @@ import pytest
 
 from tests.conftest import make_settings
 from workbench.errors import DocumentError, ModelMissingError, WorkbenchError
-from workbench.answer.qa import (
-    QaContext,
-    answer_question,
-    ask_document,
-    decode_spans,
-    load_qa_model,
-    resolve_qa_model,
-    stage_upload,
-)
+from workbench.answer.document_qa import ask_document
+from workbench.answer.reader import QaContext, answer_question, decode_spans
+from workbench.ingest.uploads import stage_upload
+from workbench.models.qa_model import load_qa_model, resolve_qa_model
 
 REPO = Path(__file__).resolve().parents[1]
 FILLER = " ".join(f"Sentence number {i} talks about ordinary harbours, ships and quiet weather." for i in range(120))

@@ -11,7 +11,7 @@ import pytest
 
 from tests.conftest import REPO, SAMPLE_DOCS, make_settings, write_docs
 from workbench.retrieval import bm25 as keyword
-from workbench.types import Hit
+from workbench.documents import Hit
 from workbench.errors import DocumentError
 from workbench.evaluate import (
     Question,

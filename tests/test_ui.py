@@ -388,9 +388,7 @@ def test_export_then_import_from_the_page(ui):
 # --- status ------------------------------------------------------------------------------------
 def test_status_reports_each_check_with_fixes(ui):
     store = ingest(ui)
-    from workbench.ingest import rebuild
     from workbench.store import admin
-    from workbench.store import archive as wa
 
     admin.create_collection(store, "other-model", model="bge-small-en", dimensions=384, chunk_size=200, chunk_overlap=32)
     at = open_app("pages/status.py")
@@ -416,7 +414,7 @@ def test_status_with_a_reachable_ollama(ui, monkeypatch):
         ui.get_settings.clear()
         at = open_app("pages/status.py")
         page = texts(at.markdown)
-        assert f"✅ **ollama** · Ollama 0\\.12\\.6 at" in page and "llama3\\.2\\:latest" in page
+        assert "✅ **ollama** · Ollama 0\\.12\\.6 at" in page and "llama3\\.2\\:latest" in page
         assert "✅ **ollama model** · OLLAMA\\_MODEL 'llama3\\.2' is available" in page
 
 

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0, description="Overlap between chunks, in model tokens.")
     chunk_context: bool = Field(True, description="Embed and keyword-index each chunk after a header with its document title and section (workbench.ingest.chunking).")
     max_upload_mb: int = Field(200, ge=1, description="Largest upload accepted by the UI, MB.")
+    upload_path: Path | None = Field(
+        None,
+        description="Upload area: staged uploads for ingest and Document QA (default "
+        "<temp dir>/workbench-uploads); emptied at start-up.",
+    )
 
     # --- Chroma -------------------------------------------------------------------------
     chroma_persist_path: Path = Field(

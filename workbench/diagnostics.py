@@ -14,8 +14,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.answer.ollama import OllamaCallError, list_models, server_version
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
+from workbench.models.embeddings import get_embedder
+from workbench.retrieval.search import search
+from workbench.store import open_store
 
 #: Free disk below this at the store fails the check; below WARN_DISK_GB it warns (GiB).
 MIN_DISK_GB, WARN_DISK_GB = 1.0, 5.0
@@ -69,8 +73,6 @@ def check_model(settings: Settings, embedder=None) -> tuple[Diagnosis, object | 
     embedder (None when it failed)."""
     try:
         if embedder is None:
-            from workbench.models.embeddings import get_embedder
-
             embedder = get_embedder(settings)
     except WorkbenchError as exc:
         fix = "run `python -m workbench prefetch` (fills MODEL_CACHE_DIR), or set EMBEDDING_MODEL to a local folder"
@@ -95,8 +97,6 @@ def check_store(settings: Settings, store=None) -> tuple[Diagnosis, object | Non
         fixes = (f"make CHROMA_PERSIST_PATH ({settings.chroma_persist_path}) a writable folder (in a container: a mounted volume)",)
     try:
         if store is None:
-            from workbench.store.chroma import open_store
-
             store = open_store(settings)
         if settings.chroma_host:
             store.client.heartbeat()
@@ -135,28 +135,6 @@ def check_collections(store, embedder) -> list[Diagnosis]:
     return out
 
 
-def _ollama_calls():
-    """(server_version, list_models, error class) from workbench.answer.chat when it is there, else
-    minimal versions over the ``ollama`` client."""
-    try:
-        from workbench.answer.chat import OllamaCallError, list_models, server_version
-
-        return server_version, list_models, OllamaCallError
-    except ImportError:  # pragma: no cover - workbench.answer.chat is part of the app
-        import ollama
-
-        def _client(settings):
-            return ollama.Client(host=settings.ollama_base_url, timeout=settings.ollama_timeout)
-
-        def server_version(settings):
-            return str(_client(settings)._request_raw("GET", "/api/version").json()["version"])
-
-        def list_models(settings):
-            return sorted(m.model for m in _client(settings).list().models if m.model)
-
-        return server_version, list_models, Exception
-
-
 def ollama_fixes(settings: Settings) -> tuple[str, ...]:
     """The generic fixes for an unreachable Ollama, host side first."""
     return (
@@ -174,14 +152,13 @@ def check_ollama(settings: Settings) -> list[Diagnosis]:
     """Ollama answers /api/version and /api/tags within OLLAMA_STATUS_TIMEOUT seconds, and
     OLLAMA_MODEL is pulled."""
     quick = settings.model_copy(update={"ollama_timeout": min(settings.ollama_timeout, OLLAMA_STATUS_TIMEOUT)})
-    server_version, list_models, error_type = _ollama_calls()
     url = settings.ollama_base_url
     try:
         version = server_version(quick)
         models = list_models(quick)
-    except error_type as exc:
-        fixes = tuple(getattr(exc, "fixes", ()) or ()) or ollama_fixes(settings)
-        what = getattr(exc, "what", exc)
+    except OllamaCallError as exc:
+        fixes = tuple(exc.fixes) or ollama_fixes(settings)
+        what = exc.what
         detail = f"Ollama at {url} is not reachable from where the app runs: {what} (Chat needs it; ingest and search do not)"
         return [Diagnosis("ollama", "fail", detail, fixes)]
     out = [Diagnosis("ollama", "ok", f"Ollama {version} at {url} · {len(models)} model(s): {', '.join(models) or 'none'}")]
@@ -250,4 +227,58 @@ def run_checks(settings: Settings, *, store=None, embedder=None, include: Sequen
         report.checks.append(check_disk(settings))
     if "memory" in include:
         report.checks.append(check_memory())
+    return report
+
+
+# --- verify (the seed pipeline's pre-flight step) ------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+@dataclass
+class VerifyReport:
+    checks: list[Check] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(c.ok for c in self.checks)
+
+
+def verify(settings: Settings, *, collection: str | None = None, query: str = "What is this about?") -> VerifyReport:
+    """The pre-flight checks of the seed pipeline's verify step (``python -m workbench verify``):
+    the store opens, the model loads with the configured dimension, the collection agrees with
+    the model and has chunks, and a sample query returns results. Never raises for a failed
+    check (it is recorded as not ok)."""
+    report = VerifyReport()
+    add = report.checks.append
+    try:
+        store = open_store(settings)
+        add(Check("store", True, f"{settings.chroma_mode} Chroma at {settings.chroma_location}"))
+    except WorkbenchError as exc:
+        add(Check("store", False, str(exc)))
+        return report
+    try:
+        embedder = get_embedder(settings)
+        add(Check("model", True, f"{embedder.name} ({embedder.backend}, {embedder.dimension}-d, max {embedder.max_seq_length} tokens)"))
+    except WorkbenchError as exc:
+        add(Check("model", False, str(exc)))
+        return report
+    name = collection or settings.collection_name
+    if not store.has_collection(name):
+        add(Check("collection", False, f"collection {name!r} does not exist; run `python -m workbench ingest`"))
+        return report
+    info = store.collection_info(name)
+    agrees = info.embedding_model == embedder.name and info.embedding_dimensions == embedder.dimension
+    add(Check("dimensions", agrees, f"{name}: built with {info.embedding_model} ({info.embedding_dimensions}-d), loaded {embedder.name} ({embedder.dimension}-d)"))
+    add(Check("counts", info.chunks > 0, f"{name}: {info.documents} documents, {info.chunks} chunks"))
+    try:
+        hits = search(query, settings=settings, store=store, embedder=embedder, collection=name, top_k=3)
+        add(Check("query", bool(hits), f"{len(hits)} results for {query!r}" + (f", best {hits[0].score:.3f} from {hits[0].source}" if hits else "")))
+    except WorkbenchError as exc:
+        add(Check("query", False, str(exc)))
     return report

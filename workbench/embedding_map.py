@@ -80,20 +80,7 @@ def load_vectors(store: Store, collection: str, *, limit: int = 5000, seed: int 
     metadatas, total committed)``; a seeded random sample of ``limit`` when there are more.
     Raises StoreError when the collection does not exist."""
     chroma = store.get_collection(collection)
-    heads = {
-        f"{m.get('document_id')}-{str(m.get('ingest_key', ''))[:12]}"
-        for m in chroma.get(where={"$and": [{"chunk_index": 0}, {"complete": True}]}, include=["metadatas"])["metadatas"] or []
-    }
-    ids: list[str] = []
-    offset, page = 0, 5000
-    while True:
-        got = chroma.get(where={"complete": True}, include=["metadatas"], limit=page, offset=offset)
-        for cid, meta in zip(got["ids"], got["metadatas"]):
-            if f"{meta.get('document_id')}-{str(meta.get('ingest_key', ''))[:12]}" in heads:
-                ids.append(cid)
-        if len(got["ids"]) < page:
-            break
-        offset += page
+    ids = store.committed_ids(chroma)
     total = len(ids)
     if total > limit:
         ids = sorted(random.Random(seed).sample(ids, limit))
@@ -110,15 +97,11 @@ def load_vectors(store: Store, collection: str, *, limit: int = 5000, seed: int 
 
 
 def _pca(vectors: np.ndarray, seed: int) -> tuple[np.ndarray, tuple, tuple[float, float]]:
-    mean = vectors.mean(axis=0)
-    try:
-        from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA
 
-        pca = PCA(n_components=2, random_state=seed).fit(vectors)
-        components, ratio = pca.components_, pca.explained_variance_ratio_
-    except ImportError:
-        _, s, vt = np.linalg.svd(vectors - mean, full_matrices=False)
-        components, ratio = vt[:2], (s**2 / max(float((s**2).sum()), 1e-12))[:2]
+    mean = vectors.mean(axis=0)
+    pca = PCA(n_components=2, random_state=seed).fit(vectors)
+    components, ratio = pca.components_, pca.explained_variance_ratio_
     # Fix the sign of each axis (SVD signs are arbitrary) so maps are reproducible.
     signs = np.sign(components[np.arange(2), np.abs(components).argmax(axis=1)])
     components = components * signs[:, None]

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.config import Settings
-from workbench.types import Hit
+from workbench.documents import Hit
 from workbench.models.embeddings import Embedder
 from workbench.errors import DocumentError
 from workbench.retrieval.search import MODES, search

@@ -8,7 +8,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from workbench.config import SEARCH_MODES, Settings
-from workbench.types import IngestEvent
+from workbench.documents import IngestEvent
 from workbench.models.embeddings import get_embedder
 from workbench.ingest.pipeline import ingest_paths
 from workbench.retrieval import delete_collection, search
@@ -145,7 +145,7 @@ def run_documents(args, settings: Settings) -> int:
 
 
 def run_verify(args, settings: Settings) -> int:
-    from workbench.verify import verify
+    from workbench.diagnostics import verify
 
     report = verify(settings, collection=args.collection, query=args.query)
     for check in report.checks:

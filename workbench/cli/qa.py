@@ -31,7 +31,7 @@ def register(sub) -> None:
 
 
 def run_qa(args, settings: Settings) -> int:
-    from workbench.answer.qa import ask_document
+    from workbench.answer.document_qa import ask_document
 
     result = ask_document(args.question, settings=settings, path=args.file, top_k=args.top_k)
     if args.json:
@@ -62,7 +62,7 @@ def run_qa(args, settings: Settings) -> int:
 
 
 def run_ocr(args, settings: Settings) -> int:
-    from workbench.ingest.ocr import ocr_file
+    from workbench.ingest.loaders import ocr_file
 
     pages = ocr_file(args.file, settings)
     if args.json:
@@ -81,7 +81,7 @@ def run_ocr(args, settings: Settings) -> int:
 
 
 def run_prefetch(args, settings: Settings) -> int:
-    from workbench.models.files import prefetch
+    from workbench.models.prefetch import prefetch
 
     print(f"model cache: {Path(settings.model_cache_dir).resolve()}", file=sys.stderr)
     results = prefetch(settings, skip_qa=args.skip_qa, skip_openvino=args.skip_openvino)

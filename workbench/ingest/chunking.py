@@ -30,7 +30,7 @@ from pathlib import Path
 
 from semantic_text_splitter import TextSplitter
 
-from workbench.types import Chunk, Page
+from workbench.documents import Chunk, Page
 from workbench.errors import ConfigError
 
 #: Special tokens the model adds around every input ([CLS] and [SEP] for BERT-style models).

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.config import Settings
-from workbench.types import IngestEvent, IngestSummary
+from workbench.documents import IngestEvent, IngestSummary
 from workbench.errors import CancelledError, WorkbenchError
 from workbench.ingest.pipeline import SourceFile, ingest_paths
 

@@ -15,9 +15,13 @@ import re
 from collections.abc import Iterator
 from pathlib import Path
 
+from dataclasses import asdict, dataclass
+
 from workbench.config import Settings
-from workbench.types import Page
 from workbench.errors import DocumentError, WorkbenchError
+from workbench.ingest.layout import OcrBox
+from workbench.ingest.ocr import ocr_image
+from workbench.documents import Page
 
 log = logging.getLogger(__name__)
 
@@ -110,7 +114,6 @@ def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
         if len(re.sub(r"\s", "", text)) >= MIN_TEXT_CHARS:
             yield Page(text=text, page=index + 1)
             continue
-        from workbench.ingest.ocr import ocr_image, render_pdf_page
 
         image = render_pdf_page(path, index, settings.ocr_dpi)
         ocr_text = ocr_image(image, settings).text
@@ -188,7 +191,6 @@ def _html_pages(path: Path) -> Iterator[Page]:
 def _image_pages(path: Path, settings: Settings) -> Iterator[Page]:
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
-    from workbench.ingest.ocr import ocr_image
 
     try:
         image = Image.open(path)
@@ -197,3 +199,146 @@ def _image_pages(path: Path, settings: Settings) -> Iterator[Page]:
     with image:
         for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
             yield Page(text=ocr_image(frame.convert("RGB"), settings).text, page=number, ocr=True)
+
+
+# --- pages as images: rendering, OCR of whole files, page views ------------------------------
+
+
+@dataclass(frozen=True)
+class FilePage:
+    """One page of a file as ``ocr_file`` reads it.
+
+    page: 1-based page (frame) number. ocr: True when the text came from OCR; False when the
+    PDF page has a text layer (then ``boxes`` is empty and width/height are 0).
+    """
+
+    page: int
+    ocr: bool
+    text: str
+    boxes: tuple[OcrBox, ...] = ()
+    width: int = 0
+    height: int = 0
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (boxes as lists of [x, y] corners)."""
+        data = asdict(self)
+        data["boxes"] = [
+            {"box": [list(p) for p in b.box], "text": b.text, "confidence": round(b.confidence, 4)}
+            for b in self.boxes
+        ]
+        return data
+
+
+def render_pdf_page(path: Path, page_index: int, dpi: int):
+    """Render page ``page_index`` (0-based) of a PDF to a PIL image at ``dpi`` with pypdfium2.
+
+    Raises DocumentError when the page cannot be rendered.
+    """
+    import pypdfium2 as pdfium
+
+    try:
+        pdf = pdfium.PdfDocument(str(path))
+        try:
+            return pdf[page_index].render(scale=dpi / 72).to_pil()
+        finally:
+            pdf.close()
+    except Exception as exc:  # pypdfium2 raises PdfiumError and plain Exceptions
+        raise DocumentError(f"{Path(path).name}: page {page_index + 1} cannot be rendered for OCR ({exc})") from exc
+
+
+
+
+def _pdf_text_layers(path: Path, only: int | None = None) -> list[str | None]:
+    """Text layer of every page (pypdf), "" where extraction fails; with ``only`` (0-based),
+    just that page's text and None for the others. Same rules as the loaders: encrypted PDFs
+    open only with the empty user password. Raises DocumentError."""
+    from pypdf import PdfReader
+
+    try:
+        reader = PdfReader(str(path), strict=False)
+        if reader.is_encrypted and not reader.decrypt(""):
+            raise DocumentError(f"{path.name}: PDF is encrypted and needs a password")
+        texts: list[str | None] = []
+        for index, page in enumerate(reader.pages):
+            if only is not None and index != only:
+                texts.append(None)
+                continue
+            try:
+                texts.append(page.extract_text() or "")
+            except Exception:  # one bad page: OCR it instead
+                texts.append("")
+        return texts
+    except WorkbenchError:
+        raise
+    except Exception as exc:
+        raise DocumentError(f"{path.name}: not a readable PDF ({type(exc).__name__}: {exc})") from exc
+
+
+def _has_text_layer(text: str) -> bool:
+    return len("".join(text.split())) >= MIN_TEXT_CHARS
+
+
+def _image_frames(path: Path):
+    from PIL import Image, ImageSequence, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            return [frame.convert("RGB") for frame in ImageSequence.Iterator(image)]
+    except (UnidentifiedImageError, OSError) as exc:
+        raise DocumentError(f"{path.name}: not a readable image ({exc})") from exc
+
+
+def ocr_file(path: Path, settings: Settings) -> list[FilePage]:
+    """Text of every page of a PDF or image file, with OCR boxes where OCR was needed.
+
+    PDF pages with a text layer (at least ``loaders.MIN_TEXT_CHARS`` non-space characters)
+    skip OCR (``ocr=False``, no boxes); the others are rendered at OCR_DPI and read. Each frame
+    of an image file is read directly. Raises DocumentError naming the file when it is missing,
+    unsupported, encrypted or corrupt; ModelMissingError when the OCR weights are missing.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DocumentError(f"{path.name}: file not found or not a regular file")
+    pages: list[FilePage] = []
+    if path.suffix.lower() == ".pdf":
+        for index, text in enumerate(_pdf_text_layers(path)):
+            if _has_text_layer(text):
+                pages.append(FilePage(index + 1, False, text))
+                continue
+            result = ocr_image(render_pdf_page(path, index, settings.ocr_dpi), settings)
+            pages.append(FilePage(index + 1, True, result.text, result.boxes, result.width, result.height))
+        return pages
+    if path.suffix.lower() not in IMAGE_EXTENSIONS:
+        raise DocumentError(
+            f"{path.name}: OCR reads PDF and image files ({' '.join(sorted(IMAGE_EXTENSIONS | {'.pdf'}))})"
+        )
+    for number, frame in enumerate(_image_frames(path), start=1):
+        result = ocr_image(frame, settings)
+        pages.append(FilePage(number, True, result.text, result.boxes, result.width, result.height))
+    return pages
+
+
+def page_view(path: Path, page: int, settings: Settings):
+    """The image and OCR result of 1-based ``page`` of a PDF/image file, for display.
+
+    Returns ``(PIL image, OcrPage)``, or None when the page has a text layer (no OCR boxes to
+    show) or the file type has no pages to draw. Served from the OCR cache when the page was
+    read before (same DPI and settings). Raises DocumentError when the page does not exist.
+    """
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".pdf":
+        texts = _pdf_text_layers(path, only=page - 1)
+        if not 1 <= page <= len(texts):
+            raise DocumentError(f"{path.name}: no page {page} (it has {len(texts)})")
+        if _has_text_layer(texts[page - 1]):
+            return None
+        image = render_pdf_page(path, page - 1, settings.ocr_dpi)
+    else:
+        if suffix not in IMAGE_EXTENSIONS:
+            return None
+        frames = _image_frames(path)
+        if not 1 <= page <= len(frames):
+            raise DocumentError(f"{path.name}: no page {page} (it has {len(frames)})")
+        image = frames[page - 1]
+    return image, ocr_image(image, settings)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from workbench.ingest.chunking import CHUNKER_VERSION, Chunker
 from workbench.config import Settings
-from workbench.types import Chunk, FileResult, IngestEvent, IngestSummary, Page
+from workbench.documents import Chunk, FileResult, IngestEvent, IngestSummary, Page
 from workbench.models.embeddings import Embedder
 from workbench.errors import CancelledError, DocumentError
 from workbench.ingest.loaders import file_hash, is_supported, iter_pages

@@ -26,7 +26,7 @@ from workbench.store import records as rec
 from workbench.store.admin import locked, new_collection, swap
 from workbench.store.chroma import PREVIOUS_SUFFIX, REBUILD_SUFFIX, CollectionInfo, check_collection_name
 from workbench.store.records import SCHEMA_VERSION, now_iso
-from workbench.types import Chunk, DocumentInfo, IngestEvent, Page
+from workbench.documents import Chunk, DocumentInfo, IngestEvent, Page
 
 log = logging.getLogger(__name__)
 

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 from pathlib import Path
 
 import numpy as np
 
 from workbench.config import Settings
 from workbench.errors import ConfigError, ModelMissingError
-from workbench.models.files import fill_atomically, model_short_name
+from workbench.models.files import fill_atomically, model_short_name, use_offline_hub
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +60,7 @@ class Embedder:
     """
 
     def __init__(self, settings: Settings):
-        os.environ.setdefault("HF_HUB_OFFLINE", "1")
-        os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+        use_offline_hub()
         _quiet_libraries()
         self.name = settings.embedding_model
         self.path = resolve_embedding_model(settings)

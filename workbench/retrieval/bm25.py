@@ -41,7 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from workbench.config import Settings
-from workbench.types import Hit
+from workbench.documents import Hit
 from workbench.store import Store
 from workbench.store.records import hit_from_record
 

@@ -19,7 +19,7 @@ import weakref
 import numpy as np
 
 from workbench.config import SEARCH_MODES, Settings
-from workbench.types import Hit
+from workbench.documents import Hit
 from workbench.models.embeddings import Embedder
 from workbench.retrieval.fusion import CONVEX_WEIGHTS, FUSIONS, HYBRID_DEPTH, RRF_K, SENTENCE_RERANK, convex, rrf, sentence_scores
 from workbench.store import Store

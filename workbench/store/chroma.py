@@ -21,7 +21,7 @@ from workbench.config import Settings
 from workbench.errors import CollectionMismatchError, StoreError
 from workbench.store import records as rec
 from workbench.store.records import SCHEMA_VERSION, now_iso
-from workbench.types import DocumentInfo, Hit
+from workbench.documents import DocumentInfo, Hit
 
 log = logging.getLogger(__name__)
 
@@ -220,6 +220,19 @@ class Store:
                     yield row
             if len(got["ids"]) < PAGE:
                 return
+            offset += PAGE
+
+    def committed_ids(self, collection) -> list[str]:
+        """Ids of every chunk of the current committed version of each document (metadata only
+        is fetched), in store order."""
+        heads = {rec.head_id_of(m) for m in self.current_heads(collection).values()}
+        ids: list[str] = []
+        offset = 0
+        while True:
+            got = collection.get(where=rec.COMMITTED, include=["metadatas"], limit=PAGE, offset=offset)
+            ids += [cid for cid, meta in zip(got["ids"], got["metadatas"]) if rec.head_id_of(meta or {}) in heads]
+            if len(got["ids"]) < PAGE:
+                return ids
             offset += PAGE
 
     def current_only(self, collection, records: Sequence[tuple]) -> list[tuple]:

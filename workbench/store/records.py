@@ -26,7 +26,7 @@ from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
 
-from workbench.types import Chunk, DocumentInfo, Hit
+from workbench.documents import Chunk, DocumentInfo, Hit
 
 #: Version of this record format, stored in each collection's metadata (``workbench_schema``).
 SCHEMA_VERSION = 1

@@ -1,5 +1,5 @@
-"""Extractive question answering over one document: find the span of the text that answers
-a question, with a confidence score, or say that nothing scores high enough.
+"""Extractive question answering (the reader): find the span of some texts that answers a
+question, with a confidence score, or say that nothing scores high enough.
 
 transformers 5 removed the ``question-answering`` pipeline, so the model is loaded with
 ``AutoTokenizer`` + ``AutoModelForQuestionAnswering`` and its start/end logits are decoded by
@@ -11,19 +11,17 @@ Weights come from disk only (QA_MODEL as a folder, or MODEL_CACHE_DIR/<name>, fi
 
 from __future__ import annotations
 
-import functools
 import inspect
 import logging
-import os
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from workbench.config import Settings
-from workbench.errors import ConfigError, ModelMissingError, WorkbenchError
+from workbench.errors import WorkbenchError
+from workbench.models.qa_model import QaModel, load_qa_model
 
 log = logging.getLogger(__name__)
 
@@ -33,74 +31,6 @@ MAX_LENGTH = 384
 STRIDE = 128
 N_BEST = 20
 MAX_ANSWER_LENGTH = 30
-#: An uploaded document with at most this many characters is read whole (about 10 windows);
-#: a longer one is chunked and only its best chunks by embedding are read.
-FULL_SCAN_CHARS = 12_000
-
-
-# --- the model --------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class QaModel:
-    """A loaded extractive QA model: ``name`` (QA_MODEL), ``path`` (weights folder),
-    ``tokenizer`` (fast tokenizer, needed for offset mappings), ``model`` (torch, eval mode)."""
-
-    name: str
-    path: Path
-    tokenizer: object
-    model: object
-
-
-def resolve_qa_model(settings: Settings) -> Path:
-    """Folder holding QA_MODEL's weights, never a download: QA_MODEL itself when it is a folder
-    with a config.json, else ``MODEL_CACHE_DIR/<last part of the name>``.
-
-    Raises ModelMissingError naming the model and ``python -m workbench prefetch``.
-    """
-    name = settings.qa_model
-    direct = Path(name).expanduser()
-    if direct.is_dir() and (direct / "config.json").is_file():
-        return direct
-    cached = Path(settings.model_cache_dir) / Path(name.rstrip("/")).name
-    if (cached / "config.json").is_file():
-        return cached
-    raise ModelMissingError(
-        f"QA model {name!r} is not on disk (looked in {cached}); "
-        "run `python -m workbench prefetch` to fetch it"
-    )
-
-
-@functools.lru_cache(maxsize=2)
-def _load(name: str, path: str) -> QaModel:
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
-    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    bars = hf_logging.is_progress_bar_enabled()
-    hf_logging.disable_progress_bar()  # no "Loading weights" bar on the CLI's stderr
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
-        model = AutoModelForQuestionAnswering.from_pretrained(path, local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ConfigError(f"QA model {name!r} in {path} cannot be loaded ({type(exc).__name__}: {exc})") from exc
-    finally:
-        if bars:
-            hf_logging.enable_progress_bar()
-    if not getattr(tokenizer, "is_fast", False):
-        raise ConfigError(f"QA model {name!r}: a fast tokenizer (tokenizer.json) is needed for answer offsets")
-    model.eval()
-    log.info("QA model %s loaded from %s", name, path)
-    return QaModel(name, Path(path), tokenizer, model)
-
-
-def load_qa_model(settings: Settings) -> QaModel:
-    """The process-wide QA model for QA_MODEL (loaded on the first call, then reused).
-
-    Raises ModelMissingError when it is not on disk, ConfigError when the folder is broken.
-    """
-    return _load(settings.qa_model, str(resolve_qa_model(settings)))
 
 
 # --- span decoding ------------------------------------------------------------------------
@@ -388,105 +318,3 @@ def answer_question(
         seconds=time.perf_counter() - started,
         alternatives=tuple(above[1:]),
     )
-
-
-# --- one document -----------------------------------------------------------------------
-
-
-def stage_upload(name: str, data: bytes, settings: Settings) -> Path:
-    """Write uploaded bytes to ``<temp dir>/workbench-uploads/<sha256[:16]>/<name>`` and return
-    that path (the same bytes reuse the same file, so reruns and the OCR cache line up).
-
-    Raises DocumentError when the upload is larger than MAX_UPLOAD_MB or has no usable name.
-    """
-    import hashlib
-    import tempfile
-
-    from workbench.errors import DocumentError
-
-    safe = Path(name).name.strip()
-    if not safe or safe.startswith("."):
-        raise DocumentError(f"{name!r}: not a usable file name")
-    if len(data) > settings.max_upload_mb * 1024 * 1024:
-        raise DocumentError(f"{safe}: {len(data) / 2**20:.1f} MB is above MAX_UPLOAD_MB={settings.max_upload_mb}")
-    folder = Path(tempfile.gettempdir()) / "workbench-uploads" / hashlib.sha256(data).hexdigest()[:16]
-    folder.mkdir(parents=True, exist_ok=True)
-    target = folder / safe
-    if not target.is_file() or target.stat().st_size != len(data):
-        target.write_bytes(data)
-    return target
-
-
-def _contexts_from_file(path: Path, question: str, *, settings: Settings, embedder, top_k: int) -> list[QaContext]:
-    """Pages of an uploaded file (OCR'd where they have no text layer). A short document is
-    read whole; a longer one is chunked like an ingest and its ``top_k`` chunks most similar
-    to the question (cosine of the embeddings) are returned, in that order."""
-    from workbench.ingest.loaders import iter_pages
-
-    pages = list(iter_pages(path, settings))
-    source = path.name
-    whole = [QaContext(p.text, p.page, source, f"{source}#p{p.page}", p.ocr) for p in pages]
-    if sum(len(p.text) for p in pages) <= FULL_SCAN_CHARS:
-        return whole
-    from workbench.ingest.chunking import Chunker
-
-    if embedder is None:
-        from workbench.models.embeddings import get_embedder
-
-        embedder = get_embedder(settings)
-
-    chunker = Chunker(embedder.backend_tokenizer, settings.chunk_size, settings.chunk_overlap, embedder.max_seq_length)
-    chunks = list(chunker.chunk_pages(iter(pages), document_id=source, source=source, file_name=source))
-    vectors = embedder.encode([c.text for c in chunks])
-    scores = vectors @ embedder.encode([question])[0]
-    best = np.argsort(-scores, kind="stable")[:top_k]
-    return [
-        QaContext(chunks[i].text, chunks[i].page, source, f"{source}#{chunks[i].chunk_index}", chunks[i].ocr, chunks[i].start)
-        for i in best
-    ]
-
-
-def ask_document(
-    question: str,
-    *,
-    settings: Settings,
-    path: Path | None = None,
-    collection: str | None = None,
-    document_id: str | None = None,
-    file_name: str | None = None,
-    store=None,
-    embedder=None,
-    top_k: int | None = None,
-    qa: QaModel | None = None,
-) -> QaResult:
-    """Answer ``question`` from one document.
-
-    - Uploaded file (``path``): its pages (``loaders.iter_pages``, which OCRs pages without a
-      text layer, cached) are read whole when short, else the ``top_k`` best chunks by
-      embedding (``embedder``, default ``get_embedder(settings)``, loaded only then).
-    - Ingested document (``document_id`` or ``file_name`` in ``collection``, with ``store`` and
-      ``embedder``): its ``top_k`` best chunks by ``workbench.retrieval.search.search``.
-
-    ``top_k`` defaults to TOP_K. Raises DocumentError for unreadable files, StoreError for a
-    missing collection, ModelMissingError when a model is not on disk.
-    """
-    k = top_k or settings.top_k
-    if path is not None:
-        contexts = _contexts_from_file(Path(path), question, settings=settings, embedder=embedder, top_k=k)
-    else:
-        if store is None or embedder is None or not (document_id or file_name):
-            raise WorkbenchError("ask_document needs a file path, or store + embedder + a document")
-        from workbench.retrieval.search import search
-
-        hits = search(
-            question,
-            settings=settings,
-            store=store,
-            embedder=embedder,
-            collection=collection,
-            top_k=k,
-            document_id=document_id,
-            file_name=None if document_id else file_name,
-        )
-        contexts = [QaContext(h.text, h.page, h.source, h.chunk_id, False, h.start) for h in hits]
-    return answer_question(question, contexts, settings=settings, qa=qa)
