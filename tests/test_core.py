@@ -86,7 +86,7 @@ def test_loaders_detect_encoding_and_formats(tmp_path, settings):
         ("empty.txt", b"", "empty"),
         ("broken.pdf", b"%PDF-1.4\n%%EOF\n", "broken.pdf"),
         ("binary.md", bytes(range(256)) * 8, "binary.md"),
-        ("table.xlsx", b"PK\x03\x04", "unsupported"),
+        ("table.ods", b"PK\x03\x04", "unsupported"),
     ],
 )
 def test_bad_files_fail_with_a_message_naming_them(tmp_path, settings, name, data, reason):

@@ -12,13 +12,18 @@ class Page:
 
     page: 1-based page number (1 for formats without pages).
     ocr: True when the text was read by OCR (no text layer).
-    section: nearest heading for markdown/rst/html, else "".
+    section: nearest heading for markdown/rst/html, slide title, sheet name, chapter title,
+    e-mail subject, else "".
+    title: the document's title when the format knows a better one than its first page's
+    section (EPUB metadata title; a workbook's file stem, as its sections are sheet names),
+    else "". The chunker reads it from the first page for the chunks' context header.
     """
 
     text: str
     page: int
     ocr: bool = False
     section: str = ""
+    title: str = ""
 
 
 @dataclass(frozen=True)

@@ -43,8 +43,9 @@ _MD_HEADING = re.compile(r"^[ ]{0,3}#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTIL
 
 
 def document_title(file_name: str, section: str = "") -> str:
-    """A document's title for the context header: the loader's section of its first page
-    (markdown's first heading, HTML <title>) or else the file stem, underscores as spaces."""
+    """A document's title for the context header: the given title or section of its first
+    page (``Page.title``, else markdown's first heading, HTML <title>, ...) or else the file
+    stem, underscores as spaces."""
     title = section.strip() or Path(file_name).stem
     return " ".join(title.replace("_", " ").split())
 
@@ -154,7 +155,7 @@ class Chunker:
         markdown = Path(file_name).suffix.lower() in (".md", ".markdown")
         for page in pages:
             if title is None:
-                title = document_title(file_name, page.section)
+                title = document_title(file_name, page.title or page.section)
             headings = [(m.start(), m.group(1)) for m in _MD_HEADING.finditer(page.text)] if markdown else []
 
             def section_at(start: int, page=page, headings=headings) -> str:

@@ -4,6 +4,8 @@ PDF: pypdf, one Page per page, page by page (a 1,000-page PDF never sits in memo
 Pages with no text layer, and image files, are read by OCR (pypdfium2 render + easyocr).
 Text formats (.txt .md .rst .html) are decoded as UTF-8 when valid, else with the encoding
 chardet detects.
+Slides, spreadsheets, CSV, EPUB, e-mail and JSON (.pptx .xlsx .csv .epub .eml .json .jsonl):
+see :mod:`workbench.ingest.formats`. Zip containers (.docx too) pass ``formats.check_zip`` first.
 Every failure is a DocumentError whose message names the file and says why.
 """
 
@@ -18,16 +20,17 @@ from pathlib import Path
 from dataclasses import asdict, dataclass
 
 from workbench.config import Settings
+from workbench.documents import Page
 from workbench.errors import DocumentError, WorkbenchError
+from workbench.ingest.formats import FORMAT_EXTENSIONS, check_zip, iter_format_pages
 from workbench.ingest.layout import OcrBox
 from workbench.ingest.ocr import ocr_image
-from workbench.documents import Page
 
 log = logging.getLogger(__name__)
 
 TEXT_EXTENSIONS = {".txt", ".md", ".markdown", ".rst"}
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"}
-SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | IMAGE_EXTENSIONS | {".pdf", ".docx", ".html", ".htm"}
+SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | IMAGE_EXTENSIONS | FORMAT_EXTENSIONS | {".pdf", ".docx", ".html", ".htm"}
 
 #: A PDF page with fewer non-space characters than this in its text layer is OCR'd.
 MIN_TEXT_CHARS = 10
@@ -70,6 +73,8 @@ def iter_pages(path: Path, settings: Settings) -> Iterator[Page]:
             pages = _html_pages(path)
         elif suffix in IMAGE_EXTENSIONS:
             pages = _image_pages(path, settings)
+        elif suffix in FORMAT_EXTENSIONS:
+            pages = iter_format_pages(path, read_text=read_text_file)
         else:
             raise DocumentError(
                 f"{path.name}: unsupported file type {suffix or '(none)'}; supported: "
@@ -169,6 +174,7 @@ def _first_heading(text: str, suffix: str) -> str:
 def _docx_pages(path: Path) -> Iterator[Page]:
     import docx
 
+    check_zip(path)
     document = docx.Document(str(path))
     parts = [p.text for p in document.paragraphs]
     for table in document.tables:
