@@ -3,6 +3,7 @@ Chroma store and the real embedding model."""
 
 from __future__ import annotations
 
+import re
 import socket
 from pathlib import Path
 
@@ -41,8 +42,9 @@ def closed_port_url() -> str:
         return f"http://127.0.0.1:{s.getsockname()[1]}"
 
 
-def open_chat(kb, monkeypatch, ollama_url: str) -> AppTest:
-    """The app on the Chat page, with settings from the environment pointing at kb and Ollama."""
+def open_chat(kb, monkeypatch, ollama_url: str, query_params: dict | None = None) -> AppTest:
+    """The app on the Chat page, with settings from the environment pointing at kb and Ollama;
+    ``query_params`` are the page URL's (``{"conversation": id}`` reopens a conversation)."""
     import streamlit as st
 
     import ui
@@ -59,6 +61,7 @@ def open_chat(kb, monkeypatch, ollama_url: str) -> AppTest:
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.run()
     at.switch_page("pages/chat.py")
+    at.query_params.update(query_params or {})
     at.run()
     assert not at.exception, at.exception
     return at
@@ -66,6 +69,11 @@ def open_chat(kb, monkeypatch, ollama_url: str) -> AppTest:
 
 def texts(elements) -> str:
     return "\n".join(str(e.value) for e in elements)
+
+
+def plain(markdown: str) -> str:
+    """Markdown source with its backslash escapes removed (the text a reader sees)."""
+    return re.sub(r"\\(.)", r"\1", markdown)
 
 
 def test_streamed_answer_and_citations_reach_the_page(kb, fake, monkeypatch):
@@ -77,7 +85,7 @@ def test_streamed_answer_and_citations_reach_the_page(kb, fake, monkeypatch):
     at.chat_input[0].set_value("Which volcano in Sicily is active?").run()
     assert not at.exception and not at.error
     assert [m.name for m in at.chat_message] == ["user", "assistant"]
-    assert REPLY in texts(at.chat_message[1].markdown)
+    assert REPLY in plain(texts(at.chat_message[1].markdown))  # shown as stored, escaped
     labels = [e.label for e in at.chat_message[1].expander]
     assert at.radio(key="chat-search-mode").value == "hybrid"  # SEARCH_MODE
     assert labels[0].startswith("[1] volcanoes") and "fused rank 1" in labels[0] and "BM25" in labels[0]
@@ -85,7 +93,7 @@ def test_streamed_answer_and_citations_reach_the_page(kb, fake, monkeypatch):
     sent = fake.chat_requests()[-1]
     assert sent["model"] == "llama3.2:latest" and "Mount Etna" in sent["messages"][-1]["content"]
 
-    # a second question carries the first exchange as history; "New chat" clears it
+    # a second question carries the first exchange as history; "New" starts another conversation
     at.chat_input[0].set_value("And which river crosses ten countries?").run()
     messages = fake.chat_requests()[-1]["messages"]
     assert [m["role"] for m in messages] == ["system", "user", "assistant", "user"]
@@ -110,7 +118,7 @@ def test_server_down_shows_error_and_still_the_passages(kb, monkeypatch):
     at.chat_input[0].set_value("How long does bread dough rise?").run()
     assert not at.exception
     answer = at.chat_message[1]
-    message = texts(answer.error)
+    message = plain(texts(answer.error))
     assert "connection refused" in message and "ollama serve" in message
     assert "host.docker.internal:host-gateway" in message
     assert answer.expander and answer.expander[0].label.startswith("[1] bread")

@@ -10,6 +10,7 @@ import re
 import streamlit as st
 
 from workbench.config import SEARCH_MODES, Settings
+from workbench.answer.conversations import ConversationStore
 from workbench.models.embeddings import Embedder
 from workbench.models.embeddings import get_embedder as _get_embedder
 from workbench.errors import WorkbenchError
@@ -38,6 +39,21 @@ def get_store() -> Store:
 def get_embedder() -> Embedder:
     """The process-wide embedding model, loaded once for every page and session."""
     return _get_embedder(get_settings())
+
+
+@st.cache_resource(show_spinner=False)
+def _conversations(path: str) -> ConversationStore:
+    return ConversationStore.open(get_settings())
+
+
+def require_conversations() -> ConversationStore:
+    """The conversation database (CONVERSATIONS_DB), opened once per path, or an st.error with
+    the reason and st.stop()."""
+    try:
+        return _conversations(str(ConversationStore.path_for(get_settings())))
+    except WorkbenchError as exc:
+        st.error(f"Conversation database unavailable: {exc}")
+        st.stop()
 
 
 def require_store() -> Store:
@@ -134,6 +150,19 @@ def md_escape(text: str) -> str:
     """Backslash-escape markdown (and ``<``, ``>``, ``$``, ``:``) so user text such as a file
     name renders literally inside st.markdown."""
     return _MD_SPECIAL.sub(r"\\\1", str(text))
+
+
+_CODE = re.compile(r"(```[\s\S]*?(?:```|$)|`[^`\n]+`)")
+_LIVE = re.compile(r"[\\\[\]<>!$]|(?<=www)\.|:(?=//)")
+
+
+def safe_markdown(text: str) -> str:
+    """Model-written (or stored) markdown made inert for st.markdown: emphasis, lists,
+    headings and code keep their formatting, but links, images, autolinks, HTML and math do not
+    come alive (``\\ [ ] < > ! $``, ``www.`` and ``://`` are backslash-escaped outside code,
+    where they are literal anyway). ``[1]`` citations stay readable as ``[1]``."""
+    parts = _CODE.split(str(text))
+    return "".join(part if i % 2 else _LIVE.sub(lambda m: "\\" + m.group(0), part) for i, part in enumerate(parts))
 
 
 def plural(count: int, word: str) -> str:

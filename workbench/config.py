@@ -82,6 +82,11 @@ class Settings(BaseSettings):
         "(recall@5 0.975 vs 0.887 for vector).",
     )
     bm25_index_path: Path | None = Field(None, description="Folder for the BM25 keyword indexes (one per collection); default CHROMA_PERSIST_PATH/bm25. Set it in server mode (a local folder).")
+    conversations_db: Path | None = Field(
+        None,
+        description="SQLite file keeping chat conversations (questions, answers, citations); "
+        "default CHROMA_PERSIST_PATH/conversations.sqlite3, in server mode too (a local file).",
+    )
 
     # --- logging --------------------------------------------------------------------------
     log_dir: Path = Field(Path("logs"), description="Folder for workbench.log.")
@@ -123,7 +128,7 @@ class Settings(BaseSettings):
     )
     ocr_cache_dir: Path = Field(Path("cache/ocr"), description="OCR results cached by page-image hash (JSON), so a page is read once.")
 
-    @field_validator("chroma_host", "ocr_model_dir", "bm25_index_path", mode="before")
+    @field_validator("chroma_host", "ocr_model_dir", "bm25_index_path", "conversations_db", mode="before")
     @classmethod
     def _empty_host_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value

@@ -6,6 +6,7 @@ import json
 import sys
 
 from workbench.answer.chat import DEFAULT_TEMPERATURE, ask_stream, citation_dict
+from workbench.answer.conversations import ConversationStore, check_question
 from workbench.config import SEARCH_MODES, Settings
 from workbench.errors import OllamaError
 
@@ -20,6 +21,9 @@ def register(sub) -> None:
     p.add_argument("--temperature", type=float, default=DEFAULT_TEMPERATURE, help="sampling temperature")
     p.add_argument("--retrieval-only", action="store_true", help="only show the retrieved passages (no LLM)")
     p.add_argument("--json", action="store_true", help="print {answer, model, citations[], timings} as JSON")
+    p.add_argument("--conversation", metavar="ID|new",
+                   help="continue this kept conversation (its answered turns are sent as history) and append "
+                   "the turn to it; `new` starts one and prints its id on stderr")
     p.set_defaults(func=run)
 
 
@@ -39,10 +43,20 @@ def run(args, settings: Settings) -> int:
     from workbench.models.embeddings import get_embedder
     from workbench.store.chroma import open_store
 
+    conversations = conversation = None
+    if args.conversation:  # check it first: no model call for a wrong id
+        check_question(args.question)
+        conversations = ConversationStore.open(settings)
+        if args.conversation != "new":
+            conversation = conversations.get(args.conversation)
+    collection = args.collection or settings.collection_name
+    model = args.model or settings.ollama_model
+    search_mode = args.search_mode or settings.search_mode
     stream = ask_stream(
         args.question, settings=settings, store=open_store(settings), embedder=get_embedder(settings),
-        collection=args.collection, top_k=args.top_k, model=args.model, temperature=args.temperature,
-        mode="retrieval" if args.retrieval_only else "rag", search_mode=args.search_mode,
+        collection=collection, top_k=args.top_k, model=model, temperature=args.temperature,
+        mode="retrieval" if args.retrieval_only else "rag", search_mode=search_mode,
+        history=conversation.messages() if conversation else (),
     )
     error: OllamaError | None = None
     try:
@@ -51,12 +65,21 @@ def run(args, settings: Settings) -> int:
                 print(piece, end="", flush=True)
     except OllamaError as exc:
         error = exc
+    if conversations is not None:
+        if conversation is None:
+            conversation = conversations.create(title=args.question, collection=collection, model=model,
+                                                search_mode=search_mode)
+            print(f"conversation: {conversation.id}", file=sys.stderr)
+        conversations.append_turn(conversation.id, args.question, stream, collection=collection,
+                                  search_mode=search_mode)
     if args.json:
         payload = {"answer": stream.text, "model": stream.model,
                    "citations": [citation_dict(n, h) for n, h in enumerate(stream.citations, 1)],
                    "timings": stream.timings.as_dict()}
         if error is not None:
             payload["error"] = str(error)
+        if conversation is not None:
+            payload["conversation"] = conversation.id
         print(json.dumps(payload, ensure_ascii=False, indent=2))
     else:
         if stream.text:
