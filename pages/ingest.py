@@ -1,7 +1,7 @@
 """Ingest page: drag-and-drop upload or the mounted knowledge_base folder, live progress,
-per-file results. The job runs in the process-level registry, not in this script run, so its
-progress survives a page switch or a browser refresh; a second job on the same collection is
-refused."""
+per-file results, and the folder watcher's state and recent events when WATCH_KNOWLEDGE_BASE
+is on. The job runs in the process-level registry, not in this script run, so its progress
+survives a page switch or a browser refresh; a second job on the same collection is refused."""
 
 import tempfile
 from pathlib import Path
@@ -9,9 +9,21 @@ from pathlib import Path
 import streamlit as st
 
 from workbench.errors import WorkbenchError
-from workbench.ingest.pipeline import SourceFile
+from ui import (
+    collection_picker,
+    get_jobs,
+    get_settings,
+    get_watcher,
+    job_panel,
+    latest_job,
+    md_escape,
+    require_embedder,
+    require_store,
+    rerun_when_done,
+    watcher_panel,
+)
 from workbench.ingest.loaders import SUPPORTED_EXTENSIONS
-from ui import collection_picker, get_jobs, get_settings, job_panel, latest_job, require_embedder, require_store, rerun_when_done
+from workbench.ingest.pipeline import SourceFile
 
 st.title("📥 Ingest")
 settings = get_settings()
@@ -92,5 +104,21 @@ def show_job():
     rerun_when_done(job, "ingest")
 
 
+if settings.watch_knowledge_base:
+    st.subheader("Folder watcher")
+    try:
+        watcher = get_watcher()
+    except WorkbenchError as exc:
+        st.error(f"The folder watcher is not running: {md_escape(exc)}")
+    else:
+
+        @st.fragment(run_every=2.0)
+        def show_watcher():
+            watcher_panel(watcher)
+
+        show_watcher()
+
+
 st.subheader("Progress")
 show_job()
+

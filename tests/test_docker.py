@@ -36,8 +36,8 @@ COMPOSE_FILE = REPO / "docker-compose.yml"
 DOCKERIGNORE = REPO / ".dockerignore"
 VENV_BIN = Path(sys.executable).parent
 
-WORKBENCH_SERVICES = {"workbench", "ingestion", "verify"}  # built from this Dockerfile
-PROFILES = {"workbench": [], "ingestion": ["ingest"], "verify": ["verify"], "chroma": ["chroma-server"]}
+WORKBENCH_SERVICES = {"workbench", "workbench-watch", "ingestion", "verify"}  # built from this Dockerfile
+PROFILES = {"workbench": [], "workbench-watch": ["watch"], "ingestion": ["ingest"], "verify": ["verify"], "chroma": ["chroma-server"]}
 # Mounts the seeds ask for: Settings field -> read-only?
 MOUNTS = {"knowledge_base_path": True, "chroma_persist_path": False, "log_dir": False}
 
@@ -355,6 +355,24 @@ def test_port_agrees_across_expose_cmd_healthchecks_and_compose(tmp_path):
     assert [(int(p["published"]), int(p["target"])) for p in workbench["ports"]] == [(expose, expose)]
     assert health_url in " ".join(workbench["healthcheck"]["test"])
     assert workbench["restart"] == "unless-stopped"
+
+
+def test_watch_profile_is_the_app_with_the_watcher_on(tmp_path):
+    services = compose_config(tmp_path, profiles=("watch",))["services"]
+    app, watch = services["workbench"], services["workbench-watch"]
+    env = watch["environment"]
+    assert Settings(_env_file=None, watch_knowledge_base=env["WATCH_KNOWLEDGE_BASE"]).watch_knowledge_base is True
+    assert not Settings(_env_file=None, **{k.lower(): v for k, v in app["environment"].items() if v}).watch_knowledge_base
+    # Otherwise the same service: image, command (the image's CMD), env, mounts, port, health.
+    assert {k: v for k, v in env.items() if k != "WATCH_KNOWLEDGE_BASE"} == app["environment"]
+    for key in ("image", "ports", "volumes", "healthcheck", "restart", "extra_hosts"):
+        assert watch[key] == app[key], key
+    assert watch.get("command") is None and app.get("command") is None
+    # .env cannot switch the watcher off in this service: compose's environment wins.
+    (tmp_path / "envfile").mkdir()
+    (tmp_path / "envfile" / ".env").write_text("WATCH_KNOWLEDGE_BASE=false\n")
+    again = compose_config(tmp_path / "envfile", profiles=("watch",))["services"]["workbench-watch"]
+    assert again["environment"]["WATCH_KNOWLEDGE_BASE"] == "true"
 
 
 def test_compose_commands_exist_in_the_cli(tmp_path):

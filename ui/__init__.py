@@ -126,6 +126,14 @@ def sidebar() -> None:
         running = [j for j in get_jobs().jobs() if j.running]
         if running:
             st.caption(f"⏳ {len(running)} job(s) running: " + ", ".join(md_escape(f"{j.description} → {j.collection}") for j in running))
+        try:
+            watcher = get_watcher()  # starts it on the first page run of the process
+        except WorkbenchError as exc:
+            st.warning(f"Folder watcher not running: {md_escape(exc)}")
+        else:
+            if watcher is not None:
+                state = watcher.state
+                st.caption(f"{WATCH_ICONS.get(state.status, '')} Watching {md_escape(watcher.folder.name)}: {state.status}")
 
 
 @st.cache_resource
@@ -134,6 +142,47 @@ def get_jobs():
     from workbench.ingest.jobs import JobRegistry
 
     return JobRegistry()
+
+
+@st.cache_resource(show_spinner="Starting the folder watcher…", on_release=lambda watcher: watcher.stop())
+def _started_watcher():
+    from workbench.ingest.watch import FolderWatcher
+
+    return FolderWatcher(get_settings(), store=get_store(), embedder=get_embedder(), jobs=get_jobs()).start()
+
+
+def get_watcher():
+    """The process-wide FolderWatcher on KNOWLEDGE_BASE_PATH, started on the first call, when
+    WATCH_KNOWLEDGE_BASE is true; else None. Its runs are jobs of :func:`get_jobs`. Raises
+    WorkbenchError when it cannot start (missing folder, store or model); the next call tries
+    again. Clearing the cache stops it."""
+    if not get_settings().watch_knowledge_base:
+        return None
+    return _started_watcher()
+
+
+WATCH_ICONS = {"idle": "⚪", "watching": "👁️", "settling": "⏱️", "waiting-for-lock": "🔒", "ingesting": "⏳", "stopped": "⏹️", "error": "⚠️"}
+
+
+def watcher_panel(watcher, *, max_events: int = 50) -> None:
+    """The folder watcher's state and its recent events (newest first). Every file name and
+    message is escaped or shown in a table, never rendered as markdown."""
+    import datetime
+
+    state = watcher.state
+    line = f"{WATCH_ICONS.get(state.status, '')} **{state.status}** · {md_escape(state.message)}"
+    (st.error if state.status == "error" else st.markdown)(line)
+    pending = f" · {plural(state.pending, 'change')} pending" if state.pending else ""
+    st.caption(
+        f"Folder {md_escape(watcher.folder)} → collection {md_escape(watcher.collection)} · {md_escape(state.observer)}"
+        f" · settle {watcher.settle_seconds:g} s{pending}"
+    )
+    events = watcher.events[::-1][:max_events]
+    if events:
+        rows = [{"time": datetime.datetime.fromtimestamp(e.time).strftime("%H:%M:%S"), "event": e.kind, "path": e.path} for e in events]
+        st.dataframe(rows, hide_index=True, width="stretch")
+    else:
+        st.caption("No changes seen yet.")
 
 
 # --- showing document text safely ---------------------------------------------------------------

@@ -17,6 +17,8 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Retrieval modes of :func:`workbench.retrieval.search.search` (vector, keyword = BM25, hybrid = fused).
 SEARCH_MODES = ("vector", "keyword", "hybrid")
+#: Values of WATCH_POLLING (see :mod:`workbench.watch`).
+WATCH_POLLING_MODES = ("auto", "true", "false")
 
 
 class Settings(BaseSettings):
@@ -61,6 +63,29 @@ class Settings(BaseSettings):
         None,
         description="Upload area: staged uploads for ingest and Document QA (default "
         "<temp dir>/workbench-uploads); emptied at start-up.",
+    )
+
+    # --- watching the knowledge-base folder (workbench.watch) ---------------------------------
+    watch_knowledge_base: bool = Field(
+        False,
+        description="Watch KNOWLEDGE_BASE_PATH while the app runs and ingest what changes in it "
+        "(new and changed files ingested, deleted ones pruned) into COLLECTION_NAME.",
+    )
+    watch_polling: Literal[WATCH_POLLING_MODES] = Field(
+        "auto",
+        description="How the watcher sees changes: 'false' = OS events (inotify), 'true' = stat "
+        "polling every WATCH_POLL_SECONDS, 'auto' = polling on mounts where inotify does not "
+        "fire (NFS/SMB, FUSE, 9p/WSL, Docker Desktop shares) or when inotify cannot start.",
+    )
+    watch_settle_seconds: float = Field(
+        2.0,
+        gt=0,
+        le=3600,
+        description="Seconds a changed file's size and mtime must stay unchanged (and no new "
+        "event arrive) before the watcher ingests: a file still being copied is not read half-written.",
+    )
+    watch_poll_seconds: float = Field(
+        2.0, gt=0, le=3600, description="Seconds between two scans of the folder when polling."
     )
 
     # --- Chroma -------------------------------------------------------------------------
@@ -132,6 +157,17 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_host_is_none(cls, value: object) -> object:
         return None if value in ("", None) else value
+
+    @field_validator("watch_polling", mode="before")
+    @classmethod
+    def _polling_words(cls, value: object) -> object:
+        """Accept booleans and the usual spellings (``1``/``yes``/``on``, any case)."""
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, str):
+            word = value.strip().lower()
+            return {"1": "true", "yes": "true", "on": "true", "0": "false", "no": "false", "off": "false"}.get(word, word)
+        return value
 
     @model_validator(mode="after")
     def _check_overlap(self) -> "Settings":

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +81,9 @@ class Embedder:
         self.dimension = int(self.model.get_sentence_embedding_dimension())
         self.max_seq_length = int(self.model.max_seq_length)
         self.tokenizer = self.model.tokenizer
+        # One encode at a time: the OpenVINO model has a single infer request, and a second
+        # thread calling it (a search during a background ingest) fails "Infer Request is busy".
+        self._encode_lock = threading.Lock()
         if self.dimension != settings.embedding_dimensions:
             raise ConfigError(
                 f"EMBEDDING_DIMENSIONS is {settings.embedding_dimensions} but model "
@@ -90,16 +94,18 @@ class Embedder:
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``: returns an (n, dimension) float32 array, rows L2-normalised, so a
-        dot product is the cosine similarity. Batched by EMBEDDING_BATCH_SIZE."""
+        dot product is the cosine similarity. Batched by EMBEDDING_BATCH_SIZE. Thread-safe:
+        concurrent calls run one after the other (a query waits for an ingest's encode call)."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
-        vectors = self.model.encode(
-            list(texts),
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        with self._encode_lock:
+            vectors = self.model.encode(
+                list(texts),
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
         return np.asarray(vectors, dtype=np.float32)
 
     def count_tokens(self, text: str) -> int:
