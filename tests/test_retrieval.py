@@ -295,3 +295,24 @@ def test_pages_render_against_a_real_store(tmp_path, settings, store, embedder, 
         assert any("volcanoes.md" in df.value.to_string() for df in at.dataframe)
     finally:
         st.cache_resource.clear()
+
+
+def test_a_damaged_bm25_index_on_disk_is_rebuilt_from_the_store(tmp_path, embedder):
+    """Power loss can leave an index file empty or truncated: keyword search rebuilds it from the
+    committed chunks instead of failing."""
+    from workbench.store import open_store
+
+    settings = make_settings(tmp_path)
+    write_docs(settings.knowledge_base_path, {"volcano.md": "# Volcano\n\nThe caldera of Etna steams at dawn.\n"})
+    store = open_store(settings)
+    ingest_paths([settings.knowledge_base_path], settings=settings, store=store, embedder=embedder)
+    assert search("caldera", settings=settings, store=store, embedder=embedder, mode="keyword")
+    folder = next(p for p in keyword.index_root(settings).rglob("meta.json")).parent
+    for damage in ("empty", "truncated"):
+        for path in folder.iterdir():
+            if path.is_file():
+                data = path.read_bytes()
+                path.write_bytes(b"" if damage == "empty" else data[: len(data) // 2])
+        keyword._cache.clear()  # a new process: the index comes from disk
+        hits = search("caldera", settings=settings, store=store, embedder=embedder, mode="keyword")
+        assert hits and hits[0].file_name == "volcano.md", damage

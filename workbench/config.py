@@ -59,6 +59,18 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0, description="Overlap between chunks, in model tokens.")
     chunk_context: bool = Field(True, description="Embed and keyword-index each chunk after a header with its document title and section (workbench.ingest.chunking).")
     max_upload_mb: int = Field(200, ge=1, description="Largest upload accepted by the UI, MB.")
+    max_file_mb: int = Field(
+        256, ge=1, description="Largest file ingested, from a folder or an upload, MB; a larger one fails alone with a named error."
+    )
+    max_pages: int = Field(
+        2000, ge=1, description="Most pages of one PDF, or frames of one image (TIFF), that are read; more fail the file."
+    )
+    max_page_megapixels: float = Field(
+        40.0,
+        gt=0,
+        description="Most pixels (millions) a page is rendered or an image decoded with for OCR: a larger PDF page is "
+        "rendered at a lower DPI to fit (below 50 DPI it fails), a larger image fails (an A4 page at 200 DPI is 3.9).",
+    )
     upload_path: Path | None = Field(
         None,
         description="Upload area: staged uploads for ingest and Document QA (default "

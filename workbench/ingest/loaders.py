@@ -34,6 +34,9 @@ SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | IMAGE_EXTENSIONS | FORMAT_EXTENSIONS | 
 
 #: A PDF page with fewer non-space characters than this in its text layer is OCR'd.
 MIN_TEXT_CHARS = 10
+#: Bytes of a non-UTF-8 text file that chardet looks at to guess its encoding (its cost grows
+#: with the input; a sample is as good for one-encoding files).
+ENCODING_SAMPLE_BYTES = 256 * 1024
 
 _MD_HEADING = re.compile(r"^\s{0,3}#{1,6}\s+(.+?)\s*#*\s*$")
 
@@ -62,6 +65,7 @@ def iter_pages(path: Path, settings: Settings) -> Iterator[Page]:
     suffix = path.suffix.lower()
     if not path.is_file():
         raise DocumentError(f"{path.name}: file not found or not a regular file")
+    check_file_size(path, settings)
     try:
         if suffix == ".pdf":
             pages = _pdf_pages(path, settings)
@@ -93,6 +97,18 @@ def iter_pages(path: Path, settings: Settings) -> Iterator[Page]:
         raise DocumentError(f"{path.name}: cannot be read ({type(exc).__name__}: {exc})") from exc
 
 
+def check_file_size(path: Path, settings: Settings) -> None:
+    """Raise DocumentError naming the file when it is larger than MAX_FILE_MB."""
+    size = Path(path).stat().st_size
+    if size > settings.max_file_mb * 1024 * 1024:
+        raise DocumentError(f"{Path(path).name}: {size / 2**20:,.0f} MB is above MAX_FILE_MB={settings.max_file_mb}")
+
+
+def _check_page_count(path: Path, count: int, settings: Settings, what: str = "pages") -> None:
+    if count > settings.max_pages:
+        raise DocumentError(f"{path.name}: {count} {what}, more than MAX_PAGES={settings.max_pages}")
+
+
 def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
@@ -110,6 +126,7 @@ def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
         raise DocumentError(f"{path.name}: not a readable PDF ({exc})") from exc
     if count == 0:
         raise DocumentError(f"{path.name}: PDF has no pages")
+    _check_page_count(path, count, settings)
     for index in range(count):
         try:
             text = reader.pages[index].extract_text() or ""
@@ -120,7 +137,7 @@ def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
             yield Page(text=text, page=index + 1)
             continue
 
-        image = render_pdf_page(path, index, settings.ocr_dpi)
+        image = render_pdf_page(path, index, settings.ocr_dpi, max_pixels=_max_pixels(settings))
         ocr_text = ocr_image(image, settings).text
         yield Page(text=ocr_text or text, page=index + 1, ocr=bool(ocr_text))
 
@@ -138,7 +155,7 @@ def read_text_file(path: Path) -> str:
         return data.decode("utf-8-sig").replace("\r\n", "\n")
     except UnicodeDecodeError:
         pass
-    guess = chardet.detect(data)
+    guess = chardet.detect(data[:ENCODING_SAMPLE_BYTES])
     encoding = guess.get("encoding")
     if not encoding or (b"\x00" in data and not encoding.lower().startswith("utf-16")):
         raise DocumentError(f"{name}: not a text file (no text encoding fits its bytes)")
@@ -195,16 +212,44 @@ def _html_pages(path: Path) -> Iterator[Page]:
 
 
 def _image_pages(path: Path, settings: Settings) -> Iterator[Page]:
+    for number, frame in _image_frames(path, settings):
+        yield Page(text=ocr_image(frame, settings).text, page=number, ocr=True)
+
+
+def _max_pixels(settings: Settings) -> int:
+    return int(settings.max_page_megapixels * 1_000_000)
+
+
+def _image_frames(path: Path, settings: Settings, only: int | None = None) -> Iterator[tuple[int, object]]:
+    """``(1-based frame number, RGB PIL image)`` of each frame of an image file, decoded one at
+    a time (a multi-page TIFF is never held whole); with ``only``, just that frame. Raises
+    DocumentError naming the file when it is unreadable, has more than MAX_PAGES frames, or a
+    frame has more than MAX_PAGE_MEGAPIXELS pixels (checked from the header, before decoding)."""
     from PIL import Image, ImageSequence, UnidentifiedImageError
 
-
+    limit = _max_pixels(settings)
     try:
         image = Image.open(path)
+    except Image.DecompressionBombError as exc:
+        raise DocumentError(f"{path.name}: image too large to decode ({exc})") from exc
     except (UnidentifiedImageError, OSError) as exc:
         raise DocumentError(f"{path.name}: not a readable image ({exc})") from exc
     with image:
+        frames = getattr(image, "n_frames", 1)
+        _check_page_count(path, frames, settings, "frames")
         for number, frame in enumerate(ImageSequence.Iterator(image), start=1):
-            yield Page(text=ocr_image(frame.convert("RGB"), settings).text, page=number, ocr=True)
+            if only is not None and number != only:
+                continue
+            width, height = frame.size
+            if width * height > limit:
+                raise DocumentError(
+                    f"{path.name}: frame {number} is {width}x{height} pixels, more than "
+                    f"MAX_PAGE_MEGAPIXELS={settings.max_page_megapixels:g} million"
+                )
+            try:
+                yield number, frame.convert("RGB")
+            except (OSError, Image.DecompressionBombError) as exc:
+                raise DocumentError(f"{path.name}: frame {number} cannot be decoded ({exc})") from exc
 
 
 # --- pages as images: rendering, OCR of whole files, page views ------------------------------
@@ -235,19 +280,38 @@ class FilePage:
         return data
 
 
-def render_pdf_page(path: Path, page_index: int, dpi: int):
+#: Lowest DPI a page is rendered at to fit MAX_PAGE_MEGAPIXELS; a page that needs less fails.
+MIN_RENDER_DPI = 50
+
+
+def render_pdf_page(path: Path, page_index: int, dpi: int, *, max_pixels: int | None = None):
     """Render page ``page_index`` (0-based) of a PDF to a PIL image at ``dpi`` with pypdfium2.
 
-    Raises DocumentError when the page cannot be rendered.
+    With ``max_pixels``, a page that would have more pixels at ``dpi`` is rendered at the DPI
+    that fits (logged); when that is below MIN_RENDER_DPI the page fails. Raises DocumentError
+    when the page cannot be rendered or is too large.
     """
     import pypdfium2 as pdfium
 
     try:
         pdf = pdfium.PdfDocument(str(path))
         try:
-            return pdf[page_index].render(scale=dpi / 72).to_pil()
+            page = pdf[page_index]
+            width_pt, height_pt = page.get_size()
+            scale = dpi / 72
+            if max_pixels and width_pt * height_pt * scale * scale > max_pixels:
+                scale = 0.999 * (max_pixels / max(width_pt * height_pt, 1.0)) ** 0.5  # pdfium rounds sizes up
+                if scale * 72 < MIN_RENDER_DPI:
+                    raise DocumentError(
+                        f"{Path(path).name}: page {page_index + 1} is {width_pt / 72:.0f}x{height_pt / 72:.0f} inches, too "
+                        f"large to render under MAX_PAGE_MEGAPIXELS={max_pixels / 1e6:g} million pixels"
+                    )
+                log.warning("%s page %d: rendered at %.0f DPI to stay under %d pixels", Path(path).name, page_index + 1, scale * 72, max_pixels)
+            return page.render(scale=scale).to_pil()
         finally:
             pdf.close()
+    except DocumentError:
+        raise
     except Exception as exc:  # pypdfium2 raises PdfiumError and plain Exceptions
         raise DocumentError(f"{Path(path).name}: page {page_index + 1} cannot be rendered for OCR ({exc})") from exc
 
@@ -284,16 +348,6 @@ def _has_text_layer(text: str) -> bool:
     return len("".join(text.split())) >= MIN_TEXT_CHARS
 
 
-def _image_frames(path: Path):
-    from PIL import Image, ImageSequence, UnidentifiedImageError
-
-    try:
-        with Image.open(path) as image:
-            return [frame.convert("RGB") for frame in ImageSequence.Iterator(image)]
-    except (UnidentifiedImageError, OSError) as exc:
-        raise DocumentError(f"{path.name}: not a readable image ({exc})") from exc
-
-
 def ocr_file(path: Path, settings: Settings) -> list[FilePage]:
     """Text of every page of a PDF or image file, with OCR boxes where OCR was needed.
 
@@ -305,20 +359,23 @@ def ocr_file(path: Path, settings: Settings) -> list[FilePage]:
     path = Path(path)
     if not path.is_file():
         raise DocumentError(f"{path.name}: file not found or not a regular file")
+    check_file_size(path, settings)
     pages: list[FilePage] = []
     if path.suffix.lower() == ".pdf":
-        for index, text in enumerate(_pdf_text_layers(path)):
+        layers = _pdf_text_layers(path)
+        _check_page_count(path, len(layers), settings)
+        for index, text in enumerate(layers):
             if _has_text_layer(text):
                 pages.append(FilePage(index + 1, False, text))
                 continue
-            result = ocr_image(render_pdf_page(path, index, settings.ocr_dpi), settings)
+            result = ocr_image(render_pdf_page(path, index, settings.ocr_dpi, max_pixels=_max_pixels(settings)), settings)
             pages.append(FilePage(index + 1, True, result.text, result.boxes, result.width, result.height))
         return pages
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise DocumentError(
             f"{path.name}: OCR reads PDF and image files ({' '.join(sorted(IMAGE_EXTENSIONS | {'.pdf'}))})"
         )
-    for number, frame in enumerate(_image_frames(path), start=1):
+    for number, frame in _image_frames(path, settings):
         result = ocr_image(frame, settings)
         pages.append(FilePage(number, True, result.text, result.boxes, result.width, result.height))
     return pages
@@ -339,12 +396,12 @@ def page_view(path: Path, page: int, settings: Settings):
             raise DocumentError(f"{path.name}: no page {page} (it has {len(texts)})")
         if _has_text_layer(texts[page - 1]):
             return None
-        image = render_pdf_page(path, page - 1, settings.ocr_dpi)
+        image = render_pdf_page(path, page - 1, settings.ocr_dpi, max_pixels=_max_pixels(settings))
     else:
         if suffix not in IMAGE_EXTENSIONS:
             return None
-        frames = _image_frames(path)
-        if not 1 <= page <= len(frames):
-            raise DocumentError(f"{path.name}: no page {page} (it has {len(frames)})")
-        image = frames[page - 1]
+        frames = list(_image_frames(path, settings, only=page))
+        if not frames:
+            raise DocumentError(f"{path.name}: no page {page}")
+        image = frames[0][1]
     return image, ocr_image(image, settings)

@@ -180,9 +180,9 @@ class _Run:
         doc.chunked = True
         self.commit_ready()
 
-    @staticmethod
-    def _count_pages(pages: Iterator[Page], doc: _Doc) -> Iterator[Page]:
+    def _count_pages(self, pages: Iterator[Page], doc: _Doc) -> Iterator[Page]:
         for page in pages:
+            self.check_cancel()  # per page: a long PDF or OCR run stops within one page
             doc.pages += 1
             doc.ocr_pages += int(page.ocr)
             yield page

@@ -253,8 +253,10 @@ def _save(index: KeywordIndex, folder: Path) -> None:
             "b": BM25_B,
         }
         (tmp / "meta.json").write_text(json.dumps(meta), encoding="utf-8")
+        _fsync_tree(tmp)  # the rename below must never publish files still in the page cache
         try:
             os.replace(tmp, target)
+            _fsync_dir(folder)
         except OSError:  # another process saved this generation first: keep theirs
             shutil.rmtree(tmp, ignore_errors=True)
         for old in folder.iterdir():
@@ -262,6 +264,22 @@ def _save(index: KeywordIndex, folder: Path) -> None:
                 shutil.rmtree(old, ignore_errors=True)
     except OSError as exc:
         log.warning("cannot save the BM25 index in %s (%s); it is kept in memory only", folder, exc)
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in folder.iterdir():
+        if path.is_file():
+            with open(path, "rb") as handle:
+                os.fsync(handle.fileno())
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _load(folder: Path, collection: str, generation: str) -> KeywordIndex | None:
@@ -277,6 +295,9 @@ def _load(folder: Path, collection: str, generation: str) -> KeywordIndex | None
             import bm25s
 
             retriever = bm25s.BM25.load(str(folder), show_progress=False)
+            indexed = int(retriever.scores.get("num_docs", len(meta["ids"])))
+            if indexed != len(meta["ids"]):
+                raise ValueError(f"the index holds {indexed} chunks, its ids {len(meta['ids'])}")
         return KeywordIndex(
             collection=collection,
             generation=generation,
@@ -285,8 +306,8 @@ def _load(folder: Path, collection: str, generation: str) -> KeywordIndex | None
             file_names=np.array(meta["file_names"], dtype=object),
             retriever=retriever,
         )
-    except (OSError, ValueError, KeyError) as exc:
-        log.warning("BM25 index in %s is unreadable (%s); rebuilding", folder, exc)
+    except Exception as exc:  # any damage (truncated npz, empty json, power loss): rebuild from the store
+        log.warning("BM25 index in %s is unreadable (%s: %s); rebuilding", folder, type(exc).__name__, exc)
         return None
 
 
