@@ -52,7 +52,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     TRANSFORMERS_OFFLINE=1 \
     MODEL_CACHE_DIR=/app/models \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
-    STREAMLIT_SERVER_FILE_WATCHER_TYPE=none
+    STREAMLIT_SERVER_FILE_WATCHER_TYPE=none \
+    STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=none
 
 # Non-root user with a writable home (EasyOCR creates ~/.EasyOCR on start).
 RUN groupadd --system --gid 10001 app \

@@ -6,6 +6,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
+# Loopback only by default: anyone who can reach the port can upload, delete and use your
+# Ollama. WORKBENCH_BIND=0.0.0.0 opens it to the network on purpose (see README, "Reliability
+# and security", for an authenticating reverse proxy in front of a shared instance).
+WORKBENCH_BIND ?= 127.0.0.1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
@@ -23,7 +27,7 @@ install: $(STAMP)
 ## Serve the app on :8501 over the embedded store; ingest knowledge_base/ first if the store is empty.
 run: install
 	$(PY) -m workbench ingest --if-empty
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
+	$(VENV)/bin/streamlit run app.py --server.address $(WORKBENCH_BIND) --server.port $(PORT) --server.headless true --browser.gatherUsageStats false
 
 ## Debian's Chromium for the browser tests (never `playwright install`).
 browser:

@@ -210,7 +210,7 @@ def test_server_down_is_connection_refused_with_fixes(kb):
     assert err.kind == "connection_refused"
     message = str(err)
     assert "connection refused" in message and down.ollama_base_url in message
-    for fix in ("ollama serve", "OLLAMA_HOST=0.0.0.0", "host.docker.internal:host-gateway", "172.17.0.1"):
+    for fix in ("ollama serve", "OLLAMA_HOST=172.17.0.1", "host.docker.internal:host-gateway", "172.17.0.1"):
         assert fix in message
     stream = chat.ask_stream("Who keeps the lighthouse?", settings=down, store=store, embedder=embedder)
     with pytest.raises(OllamaError, match="connection refused"):
@@ -318,14 +318,16 @@ def test_cli_ask_streams_answer_then_sources(cli_env, fake, capsys):
 
 
 @pytest.mark.timeout(30)
-def test_cli_ask_with_server_down_prints_passages_and_fails(cli_env, capsys):
+def test_cli_ask_with_server_down_fails_first_and_retrieval_only_still_works(cli_env, capsys):
     from workbench.cli import main
 
     cli_env.setenv("OLLAMA_BASE_URL", f"http://127.0.0.1:{free_port()}")
     assert main(["ask", "When did Mount Kelvar erupt?"]) == 1
     captured = capsys.readouterr()
     assert "connection refused" in captured.err and "ollama serve" in captured.err
-    assert "[1] volcano.md, page 1" in captured.out
+    assert "volcano.md" not in captured.out  # nothing retrieved: the server was checked first
+    assert main(["ask", "When did Mount Kelvar erupt?", "--retrieval-only"]) == 0
+    assert "[1] volcano.md, page 1" in capsys.readouterr().out
 
 
 # -- the fake server by hand ------------------------------------------------------------------
@@ -342,3 +344,29 @@ def test_fake_server_runs_by_hand(kb):
         assert "unique-marker-0" in result.answer  # the demo reply quotes passage [1]
     finally:
         stop_process(proc)
+
+
+def test_ask_reports_a_down_ollama_before_loading_any_model(tmp_path):
+    """`ask` asks Ollama for its version first (3 s at most), so a down server is the error even
+    when the embedding model would not load at all."""
+    import os
+
+    port = free_port()
+    env = {**os.environ, "OLLAMA_BASE_URL": f"http://127.0.0.1:{port}", "EMBEDDING_MODEL": str(tmp_path / "no-such-model"),
+           "CHROMA_PERSIST_PATH": str(tmp_path / "db"), "LOG_DIR": str(tmp_path / "logs")}
+    r = subprocess.run([sys.executable, "-m", "workbench", "ask", "what is a caldera?"], cwd=REPO, env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1, r.stderr
+    assert f"127.0.0.1:{port}" in r.stderr and "refused" in r.stderr.lower(), r.stderr
+    assert "no-such-model" not in r.stderr and "Traceback" not in r.stderr
+
+
+def test_a_streamed_answer_stops_at_its_deadline(kb, fake):
+    """OLLAMA_ANSWER_TIMEOUT bounds a whole answer even while pieces keep coming."""
+    settings, store, embedder = kb
+    stream = chat.ask_stream("q?", settings=on(settings, fake, ollama_answer_timeout=1e-9), embedder=embedder,
+                             hits=make_hits(1))
+    with pytest.raises(OllamaError, match="OLLAMA_ANSWER_TIMEOUT"):
+        for _ in stream:
+            pass
+    assert stream.error is not None and stream.error.kind == "timeout"

@@ -353,6 +353,8 @@ def test_port_agrees_across_expose_cmd_healthchecks_and_compose(tmp_path):
 
     workbench = compose_config(tmp_path, profiles=())["services"]["workbench"]
     assert [(int(p["published"]), int(p["target"])) for p in workbench["ports"]] == [(expose, expose)]
+    # Published on the host's loopback only, unless WORKBENCH_BIND opens it on purpose.
+    assert [p.get("host_ip") for p in workbench["ports"]] == ["127.0.0.1"]
     assert health_url in " ".join(workbench["healthcheck"]["test"])
     assert workbench["restart"] == "unless-stopped"
 
@@ -580,3 +582,20 @@ def test_prefetch_then_cmd_serves_a_healthy_app(tmp_path):
             server.kill()
             server.wait()
         log.close()
+
+
+def test_compose_runs_the_app_hardened(tmp_path):
+    """Read-only root, no capabilities, no privilege escalation, a memory ceiling; the only
+    writable places are the mounts and the tmpfs folders the app writes to."""
+    services = compose_config(tmp_path)["services"]
+    for name in WORKBENCH_SERVICES:
+        service = services[name]
+        assert service.get("read_only") is True, name
+        assert service.get("cap_drop") == ["ALL"], name
+        assert "no-new-privileges:true" in service.get("security_opt", []), name
+        assert int(service.get("mem_limit", 0)) >= 2 * 1024**3, name
+        tmpfs = " ".join(service.get("tmpfs", []))
+        for folder in ("/tmp", "/app/cache"):
+            assert folder in tmpfs, (name, folder)
+    runtime_env = " ".join(i.args for i in dockerfile_instructions() if i.name == "ENV")
+    assert "STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=none" in runtime_env

@@ -238,7 +238,7 @@ def flow(page, app_url, corpus_dir, tmp_path):
     nav(page, "Status")
     page.locator(".st-key-check-model").wait_for(timeout=SLOW)
     assert "all-MiniLM-L6-v2" in page.locator(".st-key-check-model").inner_text()
-    assert "OLLAMA_HOST=0.0.0.0" in page.locator(".st-key-check-ollama").inner_text()
+    assert "OLLAMA_HOST=172.17.0.1" in page.locator(".st-key-check-ollama").inner_text()
     shot(page, "11-status")
     assert "e2e-docs" in sidebar.inner_text()  # the sidebar is on every page
     assert not errors, errors

@@ -59,6 +59,11 @@ class Settings(BaseSettings):
     chunk_overlap: int = Field(32, ge=0, description="Overlap between chunks, in model tokens.")
     chunk_context: bool = Field(True, description="Embed and keyword-index each chunk after a header with its document title and section (workbench.ingest.chunking).")
     max_upload_mb: int = Field(200, ge=1, description="Largest upload accepted by the UI, MB.")
+    workbench_bind: str = Field(
+        "127.0.0.1",
+        description="Address `make run` serves the app on (compose: the host address the port is published on). "
+        "Loopback by default; 0.0.0.0 opens the app, which has no login, to the network.",
+    )
     max_file_mb: int = Field(
         256, ge=1, description="Largest file ingested, from a folder or an upload, MB; a larger one fails alone with a named error."
     )
@@ -136,7 +141,13 @@ class Settings(BaseSettings):
     )
     ollama_model: str = Field("llama3.2", description="Default chat model.")
     ollama_timeout: float = Field(
-        60.0, gt=0, description="Seconds to wait for Ollama to answer (connect uses min(5, this))."
+        60.0, gt=0, description="Seconds to wait for Ollama to answer (connect uses min(3, this))."
+    )
+    ollama_answer_timeout: float = Field(
+        600.0,
+        gt=0,
+        description="Seconds one streamed answer may take in all (OLLAMA_TIMEOUT bounds each wait between "
+        "pieces); past it the answer stops with a timeout error and the connection is closed.",
     )
     context_window: int = Field(
         4096, ge=512, description="Chat model context window in tokens, used to budget the prompt."
@@ -146,6 +157,12 @@ class Settings(BaseSettings):
     qa_model: str = Field(
         "distilbert-base-cased-distilled-squad",
         description="Extractive QA model name (found under MODEL_CACHE_DIR) or local folder.",
+    )
+    qa_model_revision: str = Field(
+        "626af31",
+        description="Hub revision (commit) of QA_MODEL that prefetch downloads at build time, so every image "
+        "gets the same weights; 626af31 is the one transformers' own question-answering pipeline pinned. "
+        "Empty: the default branch.",
     )
     qa_min_score: float = Field(
         0.1, ge=0, le=1, description="Answers scoring below this probability are not shown."

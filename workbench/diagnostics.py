@@ -3,7 +3,7 @@ reachable, do the collections agree with the model, is Ollama reachable, is ther
 memory to spare. Every failed check carries the exact fix.
 
 The Ollama fixes are the troubleshooting of the hybrid Docker setup (app in a container,
-Ollama on the host): ``OLLAMA_HOST=0.0.0.0`` on the host, ``extra_hosts: host-gateway`` in
+Ollama on the host): ``OLLAMA_HOST=172.17.0.1`` (the docker bridge) on the host, ``extra_hosts: host-gateway`` in
 compose, or the Linux bridge address ``172.17.0.1``.
 """
 
@@ -139,8 +139,9 @@ def ollama_fixes(settings: Settings) -> tuple[str, ...]:
     """The generic fixes for an unreachable Ollama, host side first."""
     return (
         "start Ollama on the host: `ollama serve`, and check `curl http://localhost:11434/api/version` answers there",
-        "Linux host: Ollama listens on 127.0.0.1 only; start it with `OLLAMA_HOST=0.0.0.0 ollama serve` "
-        "(systemd: `systemctl edit ollama` → Environment=\"OLLAMA_HOST=0.0.0.0\") so a container can reach it",
+        "Linux host: Ollama listens on 127.0.0.1 only; let it listen on the docker bridge, not every interface: "
+        "`OLLAMA_HOST=172.17.0.1 ollama serve` (systemd: `systemctl edit ollama` → Environment=\"OLLAMA_HOST=172.17.0.1\"; "
+        "the address of `ip addr show docker0`) so a container can reach it and the network cannot",
         "app in a container: OLLAMA_BASE_URL=http://host.docker.internal:11434, and in docker-compose.yml "
         "`extra_hosts: [\"host.docker.internal:host-gateway\"]` on the app service",
         "Linux without host-gateway: use the docker bridge address, OLLAMA_BASE_URL=http://172.17.0.1:11434",

@@ -104,13 +104,20 @@ class ChatStream:
         client = make_client(self.settings)
         t0 = time.perf_counter()
         final = None
+        stream = None
         try:
             stream = client.chat(
                 model=self.model, messages=self.prompt.messages, stream=True,
                 options={"temperature": self.temperature, "num_ctx": self.prompt.context_window,
                          "num_predict": self.prompt.answer_tokens},
             )
+            deadline = t0 + float(self.settings.ollama_answer_timeout)
             for part in stream:
+                if time.perf_counter() > deadline:
+                    raise OllamaCallError(
+                        "timeout", f"the answer took longer than OLLAMA_ANSWER_TIMEOUT={self.settings.ollama_answer_timeout:g} s "
+                        "and was stopped", ["ask a shorter question or use a smaller model",
+                                            "raise OLLAMA_ANSWER_TIMEOUT"])
                 piece = part.message.content if part.message else None
                 if piece:
                     if self.timings.first_token_s is None:
@@ -126,6 +133,9 @@ class ChatStream:
         except Exception as exc:
             self.error = classify_error(exc, settings=self.settings, model=self.model)
             raise self.error from exc
+        finally:
+            if stream is not None and hasattr(stream, "close"):
+                stream.close()  # release the connection now, not when the generator is collected
         t = self.timings
         t.total_s = time.perf_counter() - t0
         ns = 1e-9

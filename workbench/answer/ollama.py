@@ -2,7 +2,7 @@
 
 Talks to an Ollama server (``OLLAMA_BASE_URL``: ``http://localhost:11434`` on a bare machine,
 ``http://host.docker.internal:11434`` from a container) always with timeouts: connect
-``min(5, OLLAMA_TIMEOUT)`` s, every read ``OLLAMA_TIMEOUT`` s. Every failure of the server
+``min(3, OLLAMA_TIMEOUT)`` s (so "Ollama is down" is known within 3 s), every read ``OLLAMA_TIMEOUT`` s. Every failure of the server
 becomes an :class:`OllamaCallError` (an ``OllamaError``) whose message says what failed and how
 to fix it (the troubleshooting of the hybrid Docker setup).
 """
@@ -61,8 +61,10 @@ def classify_error(exc: BaseException, *, settings: Settings, model: str | None 
     read = timeout if read_timeout is None else read_timeout
     running = f"start Ollama on the host with `ollama serve` and check `curl {url}/api/tags` answers"
     bind = (
-        "on Linux Ollama listens on 127.0.0.1 only: start it with `OLLAMA_HOST=0.0.0.0 ollama serve` "
-        "(systemd: `systemctl edit ollama`, Environment=\"OLLAMA_HOST=0.0.0.0\") so containers reach it"
+        "on Linux Ollama listens on 127.0.0.1 only: let it listen on the docker bridge, not every "
+        "interface: `OLLAMA_HOST=172.17.0.1 ollama serve` (systemd: `systemctl edit ollama`, "
+        "Environment=\"OLLAMA_HOST=172.17.0.1\"; the address of `ip addr show docker0`), so containers "
+        "reach it and the network does not"
     )
     container = (
         "from a container use OLLAMA_BASE_URL=http://host.docker.internal:11434 (localhost is the "
@@ -82,7 +84,7 @@ def classify_error(exc: BaseException, *, settings: Settings, model: str | None 
     if isinstance(inner, httpx.ConnectTimeout):
         return OllamaCallError(
             "connect_timeout",
-            f"no connection to Ollama at {url} within {min(5.0, timeout):g} s (host unreachable, or a "
+            f"no connection to Ollama at {url} within {min(CONNECT_TIMEOUT, timeout):g} s (host unreachable, or a "
             "firewall drops the packets)",
             [running, bind, container],
         )
@@ -146,20 +148,25 @@ def classify_error(exc: BaseException, *, settings: Settings, model: str | None 
 # --------------------------------------------------------------------------------------------
 # server calls
 # --------------------------------------------------------------------------------------------
-METADATA_TIMEOUT = 10.0  # seconds; /api/tags, /api/version and /api/show answer at once
+METADATA_TIMEOUT = 3.0  # seconds; /api/tags, /api/version and /api/show answer at once
+#: Seconds to open a connection: a running Ollama accepts at once, so a down or unreachable
+#: server is reported within this time.
+CONNECT_TIMEOUT = 3.0
+#: Seconds :func:`ensure_reachable` waits for /api/version in all.
+REACHABLE_TIMEOUT = 3.0
 _CLIENTS: dict[tuple[str, float, float], ollama.Client] = {}
 _CLIENTS_LOCK = threading.Lock()
 
 
 def make_client(settings: Settings, *, read_timeout: float | None = None) -> ollama.Client:
-    """The ``ollama.Client`` for OLLAMA_BASE_URL, with timeouts: connect ``min(5, OLLAMA_TIMEOUT)``
+    """The ``ollama.Client`` for OLLAMA_BASE_URL, with timeouts: connect ``min(CONNECT_TIMEOUT, OLLAMA_TIMEOUT)``
     seconds, read/write ``read_timeout`` (default OLLAMA_TIMEOUT) seconds per network read, so a
     streamed answer may take longer in total as long as tokens keep coming. One client per
     (URL, timeouts) is shared by the process (httpx clients are thread-safe): building one costs
     ~40 ms (SSL context) and reuse keeps the connection alive (benchmarks/chat.py)."""
     t = float(settings.ollama_timeout)
     read = t if read_timeout is None else float(read_timeout)
-    key = (settings.ollama_base_url, read, min(5.0, t))
+    key = (settings.ollama_base_url, read, min(CONNECT_TIMEOUT, t))
     with _CLIENTS_LOCK:
         client = _CLIENTS.get(key)
         if client is None:
@@ -169,7 +176,8 @@ def make_client(settings: Settings, *, read_timeout: float | None = None) -> oll
 
 
 def _call(settings: Settings, fn: Callable[[ollama.Client], Any], model: str | None = None) -> Any:
-    """Run a quick metadata call (tags/version/show): reads wait at most min(10, OLLAMA_TIMEOUT) s."""
+    """Run a quick metadata call (tags/version/show): reads wait at most min(METADATA_TIMEOUT,
+    OLLAMA_TIMEOUT) s, so a page that lists models knows within 3 s that Ollama is down."""
     read = min(METADATA_TIMEOUT, settings.ollama_timeout)
     try:
         return fn(make_client(settings, read_timeout=read))
@@ -210,3 +218,11 @@ def resolve_model(requested: str, available: Sequence[str]) -> str | None:
         return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
     wanted = norm(requested)
     return next((m for m in available if norm(m) == wanted), None)
+
+
+def ensure_reachable(settings: Settings) -> str:
+    """Ask Ollama for its version, waiting at most REACHABLE_TIMEOUT seconds: call it before
+    anything slow (loading models, retrieval) so a down or unreachable server is reported at
+    once. Returns the version; raises OllamaCallError saying what failed and how to fix it."""
+    quick = settings.model_copy(update={"ollama_timeout": min(float(settings.ollama_timeout), REACHABLE_TIMEOUT)})
+    return server_version(quick)

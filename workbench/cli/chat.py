@@ -6,6 +6,7 @@ import json
 import sys
 
 from workbench.answer.chat import DEFAULT_TEMPERATURE, ask_stream, citation_dict
+from workbench.answer.ollama import ensure_reachable
 from workbench.answer.conversations import ConversationStore, check_question
 from workbench.config import SEARCH_MODES, Settings
 from workbench.errors import OllamaError
@@ -43,6 +44,8 @@ def run(args, settings: Settings) -> int:
     from workbench.models.embeddings import get_embedder
     from workbench.store.chroma import open_store
 
+    if not args.retrieval_only:
+        ensure_reachable(settings)  # before any model loads: "Ollama is down" within 3 s
     conversations = conversation = None
     if args.conversation:  # check it first: no model call for a wrong id
         check_question(args.question)

@@ -55,13 +55,15 @@ def _status(role: str, name: str, status: str, path: Path | None = None, message
     return ModelStatus(role, name, status, str(path or ""), folder_size(path) if path else 0, message)
 
 
-def _hub_download(repo_id: str, target: Path, allow_patterns: list[str] | None) -> None:
+def _hub_download(repo_id: str, target: Path, allow_patterns: list[str] | None, revision: str | None = None) -> None:
+    """Download ``repo_id`` at ``revision`` (a pinned commit; None: the default branch) into
+    ``target`` atomically."""
     from huggingface_hub import snapshot_download
 
     def fill(tmp: Path) -> None:
-        snapshot_download(repo_id=repo_id, local_dir=str(tmp), allow_patterns=allow_patterns)
+        snapshot_download(repo_id=repo_id, revision=revision, local_dir=str(tmp), allow_patterns=allow_patterns)
         if allow_patterns is not None and not any(tmp.glob("*.safetensors")):
-            snapshot_download(repo_id=repo_id, local_dir=str(tmp), allow_patterns=["pytorch_model.bin"])
+            snapshot_download(repo_id=repo_id, revision=revision, local_dir=str(tmp), allow_patterns=["pytorch_model.bin"])
         for extra in tmp.glob(".cache"):
             shutil.rmtree(extra, ignore_errors=True)
 
@@ -129,8 +131,9 @@ def prefetch_qa(settings: Settings, offline: bool) -> ModelStatus:
             f"not on disk and HF_HUB_OFFLINE is set: run prefetch with Hub access, or put the model folder at {target}",
         )
     try:
-        _hub_download(name, target, [*QA_FILES, "model.safetensors"])
-        return _status("qa", name, "downloaded", target, "from the Hub")
+        revision = settings.qa_model_revision or None
+        _hub_download(name, target, [*QA_FILES, "model.safetensors"], revision)
+        return _status("qa", name, "downloaded", target, f"from the Hub at revision {revision or 'main'}")
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else ""
         return _status("qa", name, "failed", None, f"cannot download from the Hugging Face Hub ({type(exc).__name__}: {reason[:200]})")
