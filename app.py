@@ -9,18 +9,19 @@ from ui import sidebar
 st.set_page_config(page_title="RAG workbench", page_icon="📚", layout="wide")
 
 _HERE = Path(__file__).parent
-_PAGES = [
-    ("pages/ingest.py", "Ingest", "📥"),
-    ("pages/search.py", "Search", "🔎"),
-    ("pages/collections.py", "Collections", "🗂️"),
-    ("pages/chat.py", "Chat", "💬"),
-    ("pages/document_qa.py", "Document QA", "❓"),
-    ("pages/evaluate.py", "Evaluate", "📏"),
-    ("pages/embedding_map.py", "Embedding map", "🗺️"),
-    ("pages/status.py", "Status", "🩺"),
+_PAGES = [  # (file, title, icon, url path; None: from the file name)
+    ("pages/ingest.py", "Ingest", "📥", None),
+    ("pages/search.py", "Search", "🔎", None),
+    ("pages/library.py", "Collections", "🗂️", "collections"),
+    ("pages/documents.py", "Documents", "📄", "documents"),
+    ("pages/chat.py", "Chat", "💬", None),
+    ("pages/document_qa.py", "Document QA", "❓", None),
+    ("pages/evaluate.py", "Evaluate", "📏", None),
+    ("pages/embedding_map.py", "Embedding map", "🗺️", None),
+    ("pages/status.py", "Status", "🩺", None),
 ]
 
-pages = [st.Page(path, title=title, icon=icon) for path, title, icon in _PAGES if (_HERE / path).exists()]
+pages = [st.Page(path, title=title, icon=icon, url_path=url) for path, title, icon, url in _PAGES if (_HERE / path).exists()]
 page = st.navigation(pages)
 sidebar()
 page.run()

@@ -20,8 +20,8 @@ from workbench.errors import OllamaError, WorkbenchError
 PARAM = "conversation"  # query parameter naming the open conversation
 PROMPT_INFO = "chat-prompt-info"  # turn id -> prompt budget of that answer (this session only)
 INTERRUPTED = "the answer was interrupted before it was complete (a new question or a click stopped it)"
-COLLECTIONS_PAGE = "pages/collections.py"
-_HAS_COLLECTIONS_PAGE = (Path(__file__).parent / "collections.py").exists()
+DOCUMENTS_PAGE = "pages/documents.py"  # opens ?collection=&document=&chunk=
+_HAS_DOCUMENTS_PAGE = (Path(__file__).parent / "documents.py").exists()
 
 
 @st.cache_data(ttl=15, show_spinner=False)
@@ -59,8 +59,8 @@ def show_turn(turn, show_context: bool) -> None:
                 st.caption(f"This chunk is no longer in the collection `{turn.collection}` (its document was "
                            "re-ingested or deleted). Its text as it was cited:")
             st.text(c.text)
-            if _HAS_COLLECTIONS_PAGE and not gone:
-                st.page_link(COLLECTIONS_PAGE, label="Open in Collections", icon="🗂️",
+            if _HAS_DOCUMENTS_PAGE and not gone:
+                st.page_link(DOCUMENTS_PAGE, label="Open in Documents", icon="📄",
                              query_params={"collection": turn.collection, "document": c.document_id,
                                            "chunk": c.chunk_id})
     info = st.session_state.get(PROMPT_INFO, {}).get(turn.id)

@@ -7,20 +7,21 @@ from pathlib import Path
 
 import streamlit as st
 
-from workbench.errors import WorkbenchError
+from workbench.errors import DocumentError, WorkbenchError
 from workbench.ingest.loaders import SUPPORTED_EXTENSIONS
 from ui.boxes import draw_boxes
 from workbench.answer.document_qa import ask_document
 from workbench.ingest.layout import span_boxes
 from workbench.ingest.loaders import page_view
-from workbench.ingest.uploads import stage_upload
+from workbench.ingest.uploads import stage_upload, stored_source
 from workbench.models.qa_model import load_qa_model
-from ui import collection_picker, get_settings, require_embedder, require_store
+from ui import collection_picker, get_settings, md_escape, require_embedder, require_store
 
 
 def _escaped(text: str) -> str:
-    """HTML-escaped text on one line (<br> for newlines, so markdown never parses it)."""
-    return html.escape(text).replace("$", "&#36;").replace("\n", "<br>")
+    """HTML-escaped text on one line (<br> for newlines). Inside a ``<div>`` that opens the
+    markdown it is an HTML block, which markdown never parses (``**``, ``[a](b)`` stay literal)."""
+    return html.escape(text).replace("$", "&#36;").replace("\r", "").replace("\n", "<br>")
 
 
 st.title("❓ Document QA")
@@ -29,11 +30,12 @@ try:
     with st.spinner("Loading the QA model…"):
         load_qa_model(settings)
 except WorkbenchError as exc:
-    st.error(f"QA model unavailable: {exc}")
+    st.error(md_escape(f"QA model unavailable: {exc}"))
     st.stop()
 
 mode = st.radio("Document", ["Upload a file", "Ingested document"], horizontal=True)
 path: Path | None = None
+no_image = ""  # why the page image of an ingested document cannot be shown
 ask = {}
 if mode == "Upload a file":
     upload = st.file_uploader("PDF, image or text file", type=sorted(e.lstrip(".") for e in SUPPORTED_EXTENSIONS))
@@ -41,7 +43,7 @@ if mode == "Upload a file":
         try:
             path = stage_upload(upload.name, upload.getvalue(), settings)
         except WorkbenchError as exc:
-            st.error(str(exc))
+            st.error(md_escape(str(exc)))
             st.stop()
         ask = {"path": path}
 else:
@@ -53,7 +55,10 @@ else:
         st.stop()
     document = st.selectbox("Document", documents, format_func=lambda d: f"{d.source} ({d.pages} pages)")
     ask = {"collection": collection, "document_id": document.document_id, "store": store, "embedder": require_embedder()}
-    path = Path(document.source_path) if document.source_path and Path(document.source_path).is_file() else None
+    try:  # the stored path is read only under the knowledge base or the upload area
+        path = stored_source(document, settings).path
+    except DocumentError as exc:
+        no_image = str(exc)
 
 question = st.text_input("Question", placeholder="What is this document about?")
 if not ask or not question.strip():
@@ -64,11 +69,11 @@ try:
     with st.spinner("Reading the document (OCR runs once per scanned page)…"):
         result = ask_document(question, settings=settings, **ask)
 except WorkbenchError as exc:
-    st.error(str(exc))
+    st.error(md_escape(str(exc)))
     st.stop()
 
 if not result.found:
-    st.warning(result.message)
+    st.warning(md_escape(result.message))
     st.stop()
 
 answer = result.answer
@@ -79,18 +84,20 @@ c2.metric("Page", answer.page or "–")
 c3.metric("Read", f"{result.windows} windows", help=f"{result.contexts} contexts in {result.seconds:.1f} s")
 
 before, span, after = answer.excerpt(400)
-st.caption(f"Context from {answer.source}" + (" (OCR)" if answer.ocr else ""))
+st.caption(f"Context from {md_escape(answer.source)}" + (" (OCR)" if answer.ocr else ""))
 st.markdown(
     f'<div style="line-height:1.6">{_escaped(before)}<mark>{_escaped(span)}</mark>{_escaped(after)}</div>',
     unsafe_allow_html=True,
 )
 
+if no_image and answer.page:
+    st.caption(f"Page image unavailable: {md_escape(no_image)}")
 if path is not None and answer.page:
     try:
         view = page_view(path, answer.page, settings)
     except WorkbenchError as exc:
         view = None
-        st.caption(f"Page image unavailable: {exc}")
+        st.caption(f"Page image unavailable: {md_escape(str(exc))}")
     if view is not None:
         image, ocr_page = view
         marked = span_boxes(ocr_page, answer.page_start, answer.page_end)
@@ -103,4 +110,7 @@ if path is not None and answer.page:
 if result.alternatives:
     with st.expander("Other candidates"):
         for alt in result.alternatives:
-            st.markdown(f"`{alt.score:.2f}` · page {alt.page or '–'} · {_escaped(alt.text)}", unsafe_allow_html=True)
+            st.markdown(
+                f"<div><code>{alt.score:.2f}</code> · page {html.escape(str(alt.page or '–'))} · {_escaped(alt.text)}</div>",
+                unsafe_allow_html=True,
+            )

@@ -13,7 +13,7 @@ from workbench.evaluate import evaluate, generate_questions, is_relevant, parse_
 from workbench.retrieval.search import MODES
 from ui import existing_collection, get_settings, md_escape, query_terms, require_embedder, require_store, show_text
 
-COLLECTIONS_PAGE = "pages/collections.py"
+DOCUMENTS_PAGE = "pages/documents.py"  # opens ?collection=&document=&chunk=
 state = st.session_state
 
 st.title("📏 Evaluate retrieval")
@@ -116,7 +116,7 @@ choice = st.selectbox(
 q = report.questions[choice]
 st.markdown(f"**{md_escape(q.question)}** → expected `{md_escape(q.expected_source or 'any')}`"
             + (f" containing “{md_escape(q.expected_text)}”" if q.expected_text else ""))
-has_collections_page = Path(COLLECTIONS_PAGE).exists()
+has_documents_page = (Path(__file__).parent / "documents.py").exists()
 for tab, mode in zip(st.tabs([f"{m} (rank {report.ranks[m][choice] or '—'})" for m in report.modes]), report.modes):
     with tab:
         for hit in report.hits[mode][choice]:
@@ -127,9 +127,9 @@ for tab, mode in zip(st.tabs([f"{m} (rank {report.ranks[m][choice] or '—'})" f
                 )
                 head, link = st.columns([4, 1])
                 head.markdown(f"{mark} **{hit.rank}. {md_escape(hit.file_name)}** · chunk {hit.chunk_index} · page {hit.page} · {scores}")
-                if has_collections_page:
+                if has_documents_page:
                     link.page_link(
-                        COLLECTIONS_PAGE, label="Open", icon="🗂️",
+                        DOCUMENTS_PAGE, label="Open", icon="📄",
                         query_params={"collection": collection, "document": hit.document_id, "chunk": hit.chunk_id},
                     )
                 show_text(hit.text, query_terms(q.expected_text or q.question))

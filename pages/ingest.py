@@ -3,9 +3,6 @@ per-file results, and the folder watcher's state and recent events when WATCH_KN
 is on. The job runs in the process-level registry, not in this script run, so its progress
 survives a page switch or a browser refresh; a second job on the same collection is refused."""
 
-import tempfile
-from pathlib import Path
-
 import streamlit as st
 
 from workbench.errors import WorkbenchError
@@ -23,7 +20,7 @@ from ui import (
     watcher_panel,
 )
 from workbench.ingest.loaders import SUPPORTED_EXTENSIONS
-from workbench.ingest.pipeline import SourceFile
+from workbench.ingest.uploads import stage_batch
 
 st.title("📥 Ingest")
 settings = get_settings()
@@ -41,7 +38,7 @@ uploads = st.file_uploader(
 st.caption(f"Up to {settings.max_upload_mb} MB per file (MAX_UPLOAD_MB) · {', '.join(extensions)}")
 busy = jobs.running_for(collection) if collection else None
 if busy:
-    st.info(f"Job {busy.id} is ingesting into `{collection}`; a new job on this collection starts when it ends.")
+    st.info(f"Job {busy.id} is ingesting into {md_escape(collection)}; a new job on this collection starts when it ends.")
 left, right = st.columns(2)
 start_upload = left.button("Ingest uploaded files", type="primary", disabled=not uploads or not collection)
 start_folder = right.button(
@@ -70,28 +67,25 @@ def _start(paths, description, cleanup=None, prune_gone=False):
             import shutil
 
             shutil.rmtree(cleanup, ignore_errors=True)
-        st.error(str(exc))
+        st.error(md_escape(str(exc)))
 
 
 if start_upload and uploads:
-    limit = settings.max_upload_mb * 1024 * 1024
-    too_big = [u.name for u in uploads if u.size > limit]
-    if too_big:
-        st.error(f"Over {settings.max_upload_mb} MB, not ingested: {', '.join(too_big)}")
-    kept = [u for u in uploads if u.name not in too_big]
-    if kept:
-        folder = Path(tempfile.mkdtemp(prefix="workbench-upload-"))
-        files = []
-        for upload in kept:
-            target = folder / Path(upload.name).name
-            target.write_bytes(upload.getbuffer())
-            files.append(SourceFile(target, target.name))
+    # Staged one at a time into the upload area; a bad name or a file over MAX_UPLOAD_MB fails alone.
+    try:
+        folder, files, failures = stage_batch(((u.name, u.getvalue()) for u in uploads), settings)
+    except OSError as exc:  # the upload area is full or not writable
+        st.error(md_escape(f"Could not stage the uploads: {exc}"))
+        folder, files, failures = None, [], []
+    for failure in failures:
+        st.error(f"Not ingested: {md_escape(failure.message)}")
+    if files:
         _start(files, f"{len(files)} uploaded file(s)", cleanup=folder)
 if start_folder:
     if settings.knowledge_base_path.is_dir():
         _start([settings.knowledge_base_path], f"folder {settings.knowledge_base_path}", prune_gone=prune)
     else:
-        st.error(f"KNOWLEDGE_BASE_PATH {settings.knowledge_base_path} is not a folder")
+        st.error(md_escape(f"KNOWLEDGE_BASE_PATH {settings.knowledge_base_path} is not a folder"))
 
 
 @st.fragment(run_every=1.0)

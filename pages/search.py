@@ -1,6 +1,6 @@
 """Search page: query, top_k, collection, file filter, min score -> result cards with score,
 file, page, the query terms highlighted in the escaped chunk text, and a link that opens the
-chunk in the Collections view."""
+chunk on the Documents page."""
 
 import streamlit as st
 
@@ -19,7 +19,7 @@ from ui import (
     show_text,
 )
 
-COLLECTIONS_PAGE = "pages/collections.py"
+DOCUMENTS_PAGE = "pages/documents.py"  # opens ?collection=&document=&chunk=
 
 st.title("🔎 Search")
 settings = get_settings()
@@ -86,9 +86,9 @@ for hit in hits:
         )
         with link:
             st.page_link(
-                COLLECTIONS_PAGE,
-                label="Open in Collections",
-                icon="🗂️",
+                DOCUMENTS_PAGE,
+                label="Open in Documents",
+                icon="📄",
                 query_params={"collection": collection, "document": hit.document_id, "chunk": hit.chunk_id},
             )
         show_text(hit.text, terms)

@@ -1,7 +1,8 @@
 """The workbench pages in Streamlit's AppTest over a real temp store and the real model:
 Ingest (upload -> job -> results, one job per collection), Search (cards, escaping, links),
-Collections (deep links, documents, chunks, rename/delete, rebuild, export/import), Status,
-and the sidebar/session state shared by every page."""
+Documents (deep links, documents, chunks, re-ingest, delete), Collections (create, rename/delete,
+rebuild, export/import), Status, and the sidebar/session state shared by every page.
+tests/test_ui_safety.py has the hostile-input cases (names, archives, source paths)."""
 
 from __future__ import annotations
 
@@ -109,7 +110,8 @@ def test_every_page_renders_and_sidebar_shows_collection_and_store(ui):
     at = open_app()
     sidebar = texts(at.sidebar.markdown) + texts(at.sidebar.caption)
     assert "uitest" in sidebar and str(ui.settings.chroma_persist_path) in sidebar
-    for page, title in [("pages/ingest.py", "Ingest"), ("pages/search.py", "Search"), ("pages/collections.py", "Collections"), ("pages/status.py", "Status")]:
+    pages = [("pages/ingest.py", "Ingest"), ("pages/search.py", "Search"), ("pages/library.py", "Collections"), ("pages/documents.py", "Documents"), ("pages/status.py", "Status")]
+    for page, title in pages:
         at.switch_page(page)
         at.run()
         assert not at.exception, (page, at.exception)
@@ -121,10 +123,13 @@ def test_active_collection_survives_page_switches(ui):
     ingest(ui, collection="second")
     at = open_app("pages/search.py")
     at.selectbox(key="search-collection").set_value("second").run()
-    at.switch_page("pages/collections.py")
+    at.switch_page("pages/library.py")
     at.run()
     assert at.session_state["collection"] == "second"
     assert at.selectbox(key="coll-open").value == "second"
+    at.switch_page("pages/documents.py")
+    at.run()
+    assert at.selectbox(key="docs-collection").value == "second"
     at.switch_page("pages/ingest.py")
     at.run()
     assert at.selectbox(key="ingest-collection").value == "second"
@@ -255,16 +260,17 @@ def test_search_modes_show_their_scores(ui):
     assert [m.value for m in at.markdown if "· cosine `" in m.value]
 
 
-# --- collections ---------------------------------------------------------------------------------
+# --- documents -----------------------------------------------------------------------------------
 def test_deep_link_opens_document_and_highlights_chunk(ui):
     store = ingest(ui)
     doc = next(d for d in store.documents("uitest") if d.source == "volcanoes.md")
     chunk = store.document_chunks("uitest", doc.document_id)[0]
-    at = open_app("pages/collections.py")
+    at = open_app("pages/documents.py")
     at.query_params.update(collection="uitest", document=doc.document_id, chunk=chunk.chunk_id)
     at.run()
     assert not at.exception
-    assert at.selectbox(key="coll-open").value == "uitest"
+    assert "Documents" in at.title[0].value
+    assert at.selectbox(key="docs-collection").value == "uitest"
     assert next(s for s in at.selectbox if s.label == "Open document").value == doc.document_id
     highlighted = at.get_by_key("chunk-hl-0")
     assert "Mount Etna" in texts(highlighted.markdown)
@@ -274,19 +280,25 @@ def test_deep_link_opens_document_and_highlights_chunk(ui):
 def test_document_chunks_are_escaped_and_delete_drops_counts(ui):
     store = ingest(ui)
     evil = next(d for d in store.documents("uitest") if d.source == "evil.md")
-    at = open_app("pages/collections.py")
-    docs_table = at.dataframe[1].value
+    at = open_app("pages/documents.py")
+    docs_table = at.dataframe[0].value
     assert sorted(docs_table["file"]) == sorted(DOCS) and list(docs_table.columns) == ["file", "pages", "chunks", "OCR pages", "ingested at", "hash"]
-    at.text_input(key="coll-filter").set_value("evil").run()
-    assert list(at.dataframe[1].value["file"]) == ["evil.md"]
+    at.text_input(key="docs-filter").set_value("evil").run()
+    assert list(at.dataframe[0].value["file"]) == ["evil.md"]
     next(s for s in at.selectbox if s.label == "Open document").set_value(evil.document_id).run()
     chunk_md = texts(at.get_by_key("chunk-0").markdown)
     assert "**#0** · page 1 ·" in chunk_md and "chars 0–" in chunk_md
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in chunk_md and "<script>" not in chunk_md
-    at.checkbox(key=f"coll-del-sure-{evil.document_id}").check().run()
-    at.button(key="coll-del-doc").click().run()
+    at.checkbox(key=f"docs-del-sure-{evil.document_id}").check().run()
+    at.button(key="docs-del-doc").click().run()
     assert not at.exception
     assert "Deleted evil\\.md" in texts(at.success)
+    assert texts(at.caption).startswith(f"{len(DOCS) - 1} documents · ")
+    assert at.dataframe[0].value.empty  # the filter "evil" matches nothing now
+    at.text_input(key="docs-filter").set_value("").run()
+    assert sorted(at.dataframe[0].value["file"]) == sorted(set(DOCS) - {"evil.md"})
+    at.switch_page("pages/library.py")
+    at.run()
     assert at.dataframe[0].value["documents"].tolist() == [len(DOCS) - 1]
     assert [d.source for d in store.documents("uitest")] == sorted(set(DOCS) - {"evil.md"}, key=str)
 
@@ -295,21 +307,22 @@ def test_reingest_missing_file_says_so(ui):
     store = ingest(ui)
     bread = next(d for d in store.documents("uitest") if d.source == "bread.txt")
     (ui.docs / "bread.txt").unlink()
-    at = open_app("pages/collections.py")
+    at = open_app("pages/documents.py")
     next(s for s in at.selectbox if s.label == "Open document").set_value(bread.document_id).run()
-    at.button(key="coll-reingest").click().run()
+    at.button(key="docs-reingest").click().run()
     assert "no longer exists" in texts(at.warning)
+    assert jobs().jobs() == []
 
 
 def test_reingest_picks_up_a_changed_file(ui):
     store = ingest(ui)
     bread = next(d for d in store.documents("uitest") if d.source == "bread.txt")
     (ui.docs / "bread.txt").write_text("Sourdough bread needs a starter of flour and water, fed daily.\n", encoding="utf-8")
-    at = open_app("pages/collections.py")
+    at = open_app("pages/documents.py")
     next(s for s in at.selectbox if s.label == "Open document").set_value(bread.document_id).run()
-    at.button(key="coll-reingest").click().run()
+    at.button(key="docs-reingest").click().run()
     assert not at.exception and not at.error
-    job = jobs().get(at.session_state["coll-job"])
+    job = jobs().get(at.session_state["docs-job"])
     assert job.wait(300) and job.state == "done", job.error
     assert [r.status for r in job.summary.results] == ["replaced"]
     at.run()
@@ -325,26 +338,29 @@ def test_token_limit_badge(ui, monkeypatch):
     doc = next(d for d in store.documents("uitest") if d.source == "long.txt")
     at_limit = [c for c in store.document_chunks("uitest", doc.document_id) if c.token_count + 2 >= 256]
     assert at_limit, "the test text must produce chunks at the limit"
-    at = open_app("pages/collections.py")
+    at = open_app("pages/documents.py")
     next(s for s in at.selectbox if s.label == "Open document").set_value(doc.document_id).run()
     badges = [m.value for m in at.markdown if "256-token limit" in m.value]
     assert len(badges) == len(at_limit)
 
 
+# --- collections ---------------------------------------------------------------------------------
 def test_create_rename_delete_collection(ui):
-    at = open_app("pages/collections.py")
+    from ui import md_escape
+
+    at = open_app("pages/library.py")
     at.text_input(key="coll-new-name").set_value("made-here").run()
     at.button(key="coll-create").click().run()
-    assert "Created collection made-here" in texts(at.success)
+    assert md_escape("Created collection made-here") in texts(at.success)
     assert at.selectbox(key="coll-open").value == "made-here"
     at.text_input(key="coll-rename-to").set_value("renamed-here").run()
     at.button(key="coll-rename").click().run()
-    assert not at.exception and "Renamed made-here to renamed-here" in texts(at.success)
+    assert not at.exception and md_escape("Renamed made-here to renamed-here") in texts(at.success)
     assert at.session_state["collection"] == "renamed-here"
     assert at.button(key="coll-delete").disabled
     at.text_input(key="coll-delete-confirm").set_value("renamed-here").run()
     at.button(key="coll-delete").click().run()
-    assert "Deleted collection renamed-here" in texts(at.success)
+    assert md_escape("Deleted collection renamed-here") in texts(at.success)
     from workbench.store.chroma import open_store
 
     assert open_store(ui.settings).collection_names() == []
@@ -352,7 +368,7 @@ def test_create_rename_delete_collection(ui):
 
 def test_rebuild_from_the_page(ui):
     ingest(ui)
-    at = open_app("pages/collections.py")
+    at = open_app("pages/library.py")
     at.number_input(key="coll-rb-size").set_value(64).run()
     at.number_input(key="coll-rb-overlap").set_value(8).run()
     at.button(key="coll-rb-start").click().run()
@@ -365,8 +381,10 @@ def test_rebuild_from_the_page(ui):
 
 
 def test_export_then_import_from_the_page(ui):
+    from ui import md_escape
+
     ingest(ui)
-    at = open_app("pages/collections.py")
+    at = open_app("pages/library.py")
     at.button(key="coll-export").click().run()
     name, path = at.session_state["coll-export-path"]
     assert name == "uitest" and zipfile.is_zipfile(path)
@@ -374,12 +392,12 @@ def test_export_then_import_from_the_page(ui):
     at.file_uploader(key="coll-import-file").upload("uitest.zip", data, "application/zip")
     at.text_input(key="coll-import-name").set_value("uitest-copy").run()
     at.button(key="coll-import").click().run()
-    assert not at.exception and f"Imported uitest-copy: {len(DOCS)} documents" in texts(at.success)
+    assert not at.exception and md_escape(f"Imported uitest-copy: {len(DOCS)} documents") in texts(at.success)
     # a file that is not an archive: one clear error, no new collection
     at.file_uploader(key="coll-import-file").set_value(("junk.zip", b"not a zip at all", "application/zip"))
     at.text_input(key="coll-import-name").set_value("junk-copy").run()
     at.button(key="coll-import").click().run()
-    assert "junk.zip: not a collection archive" in texts(at.error)
+    assert md_escape("junk.zip: not a collection archive") in texts(at.error)
     from workbench.store.chroma import open_store
 
     assert open_store(ui.settings).collection_names() == ["uitest", "uitest-copy"]
@@ -399,7 +417,7 @@ def test_status_reports_each_check_with_fixes(ui):
     assert "rebuild 'other-model' with all-MiniLM-L6-v2" in page
     ollama = texts(at.get_by_key("check-ollama").markdown)
     assert "❌ **ollama**" in ollama
-    for fix in ("OLLAMA_HOST=0.0.0.0", "host-gateway", "172.17.0.1"):
+    for fix in ("OLLAMA_HOST=172.17.0.1", "host-gateway", "172.17.0.1"):
         assert fix in ollama
     assert "**disk**" in page and "**memory**" in page
     assert "failed" in texts(at.error)

@@ -111,7 +111,7 @@ def existing_collection(label: str = "Collection", *, key: str) -> str:
     not exist yet (nothing ingested). Returns the name of an existing collection."""
     collection = collection_picker(label, key=key)
     if not collection or not require_store().has_collection(collection):
-        st.info(f"Collection `{collection}` does not exist yet: ingest documents first (Ingest page).")
+        st.info(f"Collection {md_escape(collection)} does not exist yet: ingest documents first (Ingest page).")
         st.stop()
     return collection
 
@@ -121,7 +121,7 @@ def sidebar() -> None:
     settings = get_settings()
     with st.sidebar:
         st.caption("Active collection")
-        st.markdown(f"**{active_collection()}**")
+        st.markdown(f"**{md_escape(active_collection())}**")
         st.caption(f"Store: {settings.chroma_mode} · `{settings.chroma_location}`")
         running = [j for j in get_jobs().jobs() if j.running]
         if running:
@@ -302,7 +302,7 @@ def job_panel(job, *, key: str = "job") -> None:
     """Progress of one background job: bar, current file, chunks/s, ETA, cancel, result and
     log. Call it inside an ``st.fragment(run_every=...)`` to keep it live."""
     event = job.last_event
-    st.markdown(f"**Job {job.id}** · {md_escape(job.description)} → `{job.collection}` · {job.state}")
+    st.markdown(f"**Job {job.id}** · {md_escape(job.description)} → {md_escape(job.collection)} · {job.state}")
     if event:
         rate = event.chunks_done / event.elapsed_s if event.elapsed_s else 0.0
         eta = f"{event.eta_s:.0f} s" if event.eta_s is not None else "…"
@@ -319,11 +319,11 @@ def job_panel(job, *, key: str = "job") -> None:
             job.cancel()
             st.warning("Cancelling after the current batch…")
     elif job.state == "failed":
-        st.error(job.error)
+        st.error(md_escape(job.error))
     elif job.state == "cancelled" and job.error:
-        st.warning(job.error)
+        st.warning(md_escape(job.error))
     elif job.result:
-        st.success(job.result)
+        st.success(md_escape(job.result))
     if job.summary:
         s = job.summary
         counts = ", ".join(f"{n} {s.count(n)}" for n in ("added", "replaced", "unchanged", "failed", "pruned") if s.count(n))

@@ -3,6 +3,10 @@
 (:func:`workbench.store.admin.swap`). The whole rebuild holds the collection's lock, and a change
 made meanwhile anyway is detected by the store's generation (not by a count, which a
 same-size replacement would not change).
+
+The views start a rebuild with :func:`start_rebuild` (a background job), re-ingest one document
+from its file with :func:`start_reingest`, and mark chunks at the model's window with
+:func:`chunk_windows`.
 """
 
 from __future__ import annotations
@@ -12,14 +16,18 @@ import logging
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from pydantic import ValidationError
 
 from workbench.config import Settings
-from workbench.errors import CancelledError, StoreError, WorkbenchError
+from workbench.errors import CancelledError, ConfigError, StoreError, WorkbenchError
 from workbench.ingest.chunking import SPECIAL_TOKENS, Chunker
 from workbench.ingest.loaders import file_hash, iter_pages
 from workbench.ingest.pipeline import ingest_key_for
+from workbench.ingest.uploads import stored_source
 from workbench.models.embeddings import get_embedder
 from workbench.store import Store
 from workbench.store import records as rec
@@ -28,6 +36,9 @@ from workbench.store.chroma import PREVIOUS_SUFFIX, REBUILD_SUFFIX, CollectionIn
 from workbench.store.records import SCHEMA_VERSION, now_iso
 from workbench.documents import Chunk, DocumentInfo, IngestEvent, Page
 
+if TYPE_CHECKING:
+    from workbench.ingest.jobs import IngestJob, JobRegistry
+
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[IngestEvent], None]
@@ -35,8 +46,89 @@ ProgressCallback = Callable[[IngestEvent], None]
 
 def settings_for_rebuild(settings: Settings, **changes: Any) -> Settings:
     """A validated copy of ``settings`` with ``changes`` (e.g. embedding_model, chunk_size,
-    chunk_overlap). Raises ValueError (pydantic ValidationError) for invalid values."""
-    return type(settings).model_validate({**settings.model_dump(), **changes})
+    chunk_overlap). Raises ConfigError naming the field and the reason for an invalid value."""
+    try:
+        return type(settings).model_validate({**settings.model_dump(), **changes})
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first.get("loc", ())) or "settings"
+        reason = str(first.get("msg", exc)).removeprefix("Value error, ")
+        raise ConfigError(f"invalid rebuild settings: {field}: {reason}") from exc
+
+
+def max_chunk_size(embedder) -> int:
+    """The largest chunk size (model tokens) ``embedder`` embeds whole: its ``max_seq_length``
+    minus the special tokens (254 for MiniLM's 256)."""
+    return int(embedder.max_seq_length) - SPECIAL_TOKENS
+
+
+def start_rebuild(
+    jobs: JobRegistry,
+    store: Store,
+    name: str,
+    settings: Settings,
+    embedder,
+    *,
+    model: str,
+    chunk_size: int,
+    chunk_overlap: int,
+) -> IngestJob:
+    """Start :func:`rebuild` of collection ``name`` with embedding ``model`` and chunks of
+    ``chunk_size`` / ``chunk_overlap`` model tokens as a background job of ``jobs`` and return
+    it. ``embedder`` (the loaded model) is reused when ``model`` is the model of ``settings``;
+    another model is loaded by the job. The job's result is one line: "Rebuilt NAME: D
+    documents, C chunks, MODEL, chunks of S/O."
+
+    Raises ConfigError for invalid settings (the field and the reason) or a chunk size the loaded
+    model cannot embed whole, StoreError when ``name`` does not exist, JobConflictError when a job
+    on ``name`` is running.
+    """
+    new_settings = settings_for_rebuild(settings, embedding_model=model, chunk_size=int(chunk_size), chunk_overlap=int(chunk_overlap))
+    same_model = new_settings.embedding_model == settings.embedding_model
+    if same_model and new_settings.chunk_size > max_chunk_size(embedder):
+        raise ConfigError(
+            f"invalid rebuild settings: chunk_size: {new_settings.chunk_size} tokens do not fit "
+            f"{embedder.name} (at most {max_chunk_size(embedder)})"
+        )
+    if not store.has_collection(name):
+        raise StoreError(f"collection {name!r} does not exist")
+    reuse = embedder if same_model else None
+
+    def work(progress, cancel) -> str:
+        new = rebuild(store, name, new_settings, progress, embedder=reuse, cancel=cancel)
+        return (
+            f"Rebuilt {name}: {new.documents} documents, {new.chunks} chunks, {new.embedding_model}, "
+            f"chunks of {new.chunk_size}/{new.chunk_overlap}."
+        )
+
+    description = f"rebuild ({new_settings.embedding_model}, {new_settings.chunk_size}/{new_settings.chunk_overlap})"
+    return jobs.start_task(work, collection=name, description=description)
+
+
+def start_reingest(jobs: JobRegistry, store: Store, name: str, document: DocumentInfo, settings: Settings, embedder) -> IngestJob:
+    """Start re-ingesting one ``document`` of collection ``name`` from the file it was ingested
+    from (:func:`workbench.ingest.uploads.stored_source`: only a file under the knowledge base or
+    the upload area is read) as a background job; the same ``source`` replaces the document.
+
+    Raises DocumentError when the stored path is outside those folders or the file is gone
+    (nothing is read), JobConflictError when a job on ``name`` is running, StoreError.
+    """
+    source = stored_source(document, settings)
+    return jobs.start_ingest(
+        [source], settings=settings, store=store, embedder=embedder, collection=name, description=f"re-ingest {document.source}"
+    )
+
+
+@dataclass(frozen=True)
+class ChunkWindow:
+    """What one chunk puts into the embedding model's window, in model tokens (special tokens
+    excluded): ``tokens`` = text + context header, ``header_tokens`` the header's share.
+    ``at_limit``: tokens + 2 special tokens reach ``max_seq_length`` (the model saw all of it,
+    but nothing more would fit)."""
+
+    tokens: int
+    header_tokens: int
+    at_limit: bool
 
 
 def _doc_records(store: Store, collection, doc: DocumentInfo) -> list[tuple[str, dict]]:
@@ -59,6 +151,26 @@ def embedded_token_counts(store: Store, name: str, document_id: str, count_token
         if header not in headers:
             headers[header] = count_tokens(header) if header else 0
         out[chunk_id] = int((meta or {}).get("token_count", 0) or 0) + headers[header]
+    return out
+
+
+def chunk_windows(store: Store, name: str, document_id: str, embedder) -> dict[str, ChunkWindow]:
+    """``{chunk_id: ChunkWindow}`` for every committed chunk of one document, against
+    ``embedder`` (its ``count_tokens`` and ``max_seq_length``, e.g. 256 for MiniLM). Empty when
+    the document does not exist."""
+    limit = int(embedder.max_seq_length)
+    doc = store.document(name, document_id)
+    if doc is None:
+        return {}
+    headers: dict[str, int] = {}
+    out = {}
+    for chunk_id, _, meta in store.version_records(store.get_collection(name), document_id, doc.ingest_key):
+        meta = meta or {}
+        header = str(meta.get("header", ""))
+        if header not in headers:
+            headers[header] = embedder.count_tokens(header) if header else 0
+        tokens = int(meta.get("token_count", 0) or 0) + headers[header]
+        out[chunk_id] = ChunkWindow(tokens=tokens, header_tokens=headers[header], at_limit=tokens + SPECIAL_TOKENS >= limit)
     return out
 
 

@@ -10,7 +10,8 @@ NFC-normalises it, drops control characters and caps it at MAX_NAME_BYTES of UTF
 suffix kept. Two uploads with the same name in one drop are kept apart (``a.txt``,
 ``a (2).txt``). A path stored in a collection (``source_path``, which an imported archive could
 set to anything) is read only when it lies under the knowledge base or the upload area
-(:func:`confine`).
+(:func:`confine`, :func:`stored_source`). A collection archive uploaded for import is staged
+in an ``import-*`` folder and deleted when the import ends (:func:`import_uploaded_archive`).
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from collections.abc import Iterable
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from workbench.config import Settings
+from workbench.documents import DocumentInfo, FileResult
 from workbench.errors import DocumentError
 from workbench.ingest.pipeline import SourceFile
-from workbench.documents import FileResult
+from workbench.store import Store
+from workbench.store.archive import import_collection
+from workbench.store.chroma import CollectionInfo
 
 #: Longest staged file name, bytes of UTF-8 (most file systems allow 255).
 MAX_NAME_BYTES = 200
@@ -40,12 +44,16 @@ def safe_file_name(name: str) -> str:
     """A file name safe to create: the last part of ``name`` (``/`` or ``\\`` separated), NFC,
     without control or format characters, without leading dots or spaces, at most
     MAX_NAME_BYTES bytes of UTF-8 (the stem is shortened, the suffix kept). Raises
-    DocumentError when nothing usable is left."""
+    DocumentError when nothing usable is left, or only an extension (``"\x07.txt"``,
+    ``".txt"``)."""
     raw = str(name or "")
     base = PureWindowsPath(PurePosixPath(raw).name).name
     base = unicodedata.normalize("NFC", base)
-    base = "".join(ch for ch in base if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn"))
-    base = base.strip().lstrip(". ").strip()
+    base = "".join(ch for ch in base if unicodedata.category(ch) not in ("Cc", "Cf", "Cs", "Co", "Cn")).strip()
+    head, dot, _ = base.rpartition(".")
+    if dot and not head.strip(". "):  # only an extension is left, e.g. "\x07.txt" -> ".txt"
+        raise DocumentError(f"{raw[:80]!r}: not a usable file name")
+    base = base.lstrip(". ").strip()
     if not base:
         raise DocumentError(f"{raw[:80]!r}: not a usable file name")
     suffix = Path(base).suffix if len(Path(base).suffix.encode()) <= 16 else ""
@@ -116,6 +124,26 @@ def stage_batch(files: Iterable[tuple[str, bytes]], settings: Settings) -> tuple
     return folder, staged, failed
 
 
+def import_uploaded_archive(store: Store, file_name: str, data: bytes, settings: Settings, *, name: str | None = None) -> CollectionInfo:
+    """Import an uploaded collection archive (:func:`workbench.store.archive.import_collection`)
+    as collection ``name`` (None or empty: the name in the archive). The bytes are staged as
+    ``<upload area>/import-*/<safe name>`` and deleted when the import ends, whatever happens.
+    Raises DocumentError for a file larger than MAX_UPLOAD_MB or without a usable name,
+    ArchiveError for a bad archive (the message names the file), StoreError when ``name`` is
+    invalid or taken."""
+    safe = safe_file_name(file_name)
+    _check_size(safe, len(data), settings)
+    root = upload_root(settings)
+    root.mkdir(parents=True, exist_ok=True)
+    folder = Path(tempfile.mkdtemp(prefix="import-", dir=root))
+    try:
+        path = folder / safe
+        path.write_bytes(data)
+        return import_collection(store, path, name=name or None)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def clean_upload_area(settings: Settings) -> int:
     """Delete everything in the upload area (at start-up: no job is running yet). Returns the
     number of entries removed."""
@@ -148,3 +176,16 @@ def confine(path: Path | str, settings: Settings) -> Path:
         f"{Path(path).name}: {path} is outside the knowledge base and the upload area; "
         "only files there are read again"
     )
+
+
+def stored_source(document: DocumentInfo, settings: Settings) -> SourceFile:
+    """The file ``document`` was ingested from, to read again, as a SourceFile under the same
+    ``source``: its ``source_path`` passed through :func:`confine` first, so nothing outside the
+    knowledge base and the upload area is ever opened or checked with ``is_file``. Raises
+    DocumentError when no path was stored, it lies outside those folders, or the file is gone."""
+    if not document.source_path:
+        raise DocumentError(f"{document.source}: no original file was recorded for this document")
+    path = confine(document.source_path, settings)
+    if not path.is_file():
+        raise DocumentError(f"{document.source}: the original file {document.source_path} no longer exists")
+    return SourceFile(path, document.source)
