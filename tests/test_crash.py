@@ -141,3 +141,29 @@ def test_a_second_process_cannot_ingest_into_the_same_collection_until_the_first
         holder.wait(30)
     summary = ingest_paths([settings.knowledge_base_path], settings=settings, store=store, embedder=embedder)
     assert [r.status for r in summary.results] == ["added"]
+
+
+def test_start_up_recovers_an_interrupted_swap_and_hides_work_collections(tmp_path, embedder):
+    """A kill between the two renames of a rebuild's swap leaves `X.previous` and `X.rebuild` but
+    no `X`: start-up puts the rebuilt collection in place; leftovers of an import are deleted,
+    and work collections are never listed."""
+    from workbench.diagnostics import start_up
+    from workbench.store import admin
+
+    settings = make_settings(tmp_path)
+    write_docs(settings.knowledge_base_path, {"a.md": long_doc("glacier", 3)})
+    store = open_store(settings)
+    ingest_paths([settings.knowledge_base_path], settings=settings, store=store, embedder=embedder)
+    chunks = store.collection_info("knowledge_base").chunks
+    admin.copy_collection(store, "knowledge_base", "knowledge_base.rebuild")  # the finished shadow
+    admin.rename_collection(store, "knowledge_base", "spare")  # the first rename of the swap...
+    store.client.get_collection("spare").modify(name="knowledge_base.previous")
+    admin.copy_collection(store, "knowledge_base.rebuild", "other")
+    store.client.get_collection("other").modify(name="notes.importing")  # an import killed half-way
+    assert store.collection_names() == []  # work collections are hidden
+    actions = start_up(settings, store)
+    assert any("finished an interrupted swap" in a for a in actions), actions
+    assert any("notes.importing" in a for a in actions), actions
+    assert store.collection_names(include_work=True) == ["knowledge_base"]
+    assert store.collection_info("knowledge_base").chunks == chunks
+    assert search("glacier", settings=settings, store=store, embedder=embedder)

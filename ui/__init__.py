@@ -10,6 +10,7 @@ import re
 import streamlit as st
 
 from workbench.config import SEARCH_MODES, Settings
+from workbench.diagnostics import start_up
 from workbench.answer.conversations import ConversationStore
 from workbench.models.embeddings import Embedder
 from workbench.models.embeddings import get_embedder as _get_embedder
@@ -31,8 +32,12 @@ def get_settings() -> Settings:
 
 @st.cache_resource(show_spinner="Opening the Chroma store…")
 def get_store() -> Store:
-    """The process-wide Store (raises StoreError when unreachable; use ``require_store``)."""
-    return open_store(get_settings())
+    """The process-wide Store (raises StoreError when unreachable; use ``require_store``).
+    Opening it first finishes what a killed run left (``workbench.diagnostics.start_up``)."""
+    settings = get_settings()
+    store = open_store(settings)
+    start_up(settings, store)
+    return store
 
 
 @st.cache_resource(show_spinner="Loading the embedding model…")

@@ -19,7 +19,9 @@ from workbench.config import Settings
 from workbench.errors import WorkbenchError
 from workbench.models.embeddings import get_embedder
 from workbench.retrieval.search import search
-from workbench.store import open_store
+from workbench.ingest.uploads import clean_upload_area
+from workbench.store import Store, open_store
+from workbench.store.admin import recover
 
 #: Free disk below this at the store fails the check; below WARN_DISK_GB it warns (GiB).
 MIN_DISK_GB, WARN_DISK_GB = 1.0, 5.0
@@ -283,3 +285,19 @@ def verify(settings: Settings, *, collection: str | None = None, query: str = "W
     except WorkbenchError as exc:
         add(Check("query", False, str(exc)))
     return report
+
+
+# --- start-up ---------------------------------------------------------------------------------
+
+
+def start_up(settings: Settings, store: Store) -> list[str]:
+    """What a process that serves the app does once before its first page: finish or undo what
+    a kill interrupted (a swap, an import, an ingest or a delete: :func:`workbench.store.admin.recover`,
+    which skips collections another process is writing) and empty the upload area (no job of this
+    process can be using it yet). Returns one line per action taken; never raises for a
+    collection it cannot recover (that is logged)."""
+    actions = recover(store)
+    removed = clean_upload_area(settings)
+    if removed:
+        actions.append(f"removed {removed} staged uploads left by an earlier run")
+    return actions
