@@ -13,7 +13,7 @@ WORKBENCH_BIND ?= 127.0.0.1
 export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 
-.PHONY: install run test bench browser clean-store
+.PHONY: install run test test-fast lint bench browser clean-store
 
 $(STAMP): requirements.txt requirements-dev.txt constraints.txt pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -35,8 +35,17 @@ browser:
 	  SUDO=$$( [ "$$(id -u)" = 0 ] || echo sudo ); \
 	  $$SUDO apt-get update -qq && $$SUDO env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver fonts-noto-color-emoji >/dev/null; }
 
-test: install browser
+## The architecture contracts of pyproject.toml (import-linter).
+lint: install
+	$(VENV)/bin/lint-imports --no-cache
+
+## Everything, as CI runs it.
+test: install browser lint
 	$(PY) -m pytest -q
+
+## The loop while you work: no corpus, SQuAD, OCR-heavy, Docker-prefetch or browser tests.
+test-fast: install lint
+	$(PY) -m pytest -q -m "not slow and not browser"
 
 bench: install
 	$(PY) benchmarks/ingest.py
