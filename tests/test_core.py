@@ -202,3 +202,16 @@ def test_cli_ingest_search_collections_verify_delete(tmp_path, settings):
     assert (settings.log_dir / "workbench.log").read_text()
     r = run_cli(["delete", "--collection", "nope"], settings, tmp_path)
     assert r.returncode == 1 and "error: collection 'nope' does not exist" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_errors_a_user_can_cause_are_workbench_errors(tmp_path):
+    """Views show WorkbenchErrors as one line; a bad mode or an empty question is one too."""
+    from workbench.answer.chat import ask_stream
+    from workbench.errors import InvalidRequestError, WorkbenchError
+    from workbench.retrieval.search import search as do_search
+
+    settings = make_settings(tmp_path)
+    with pytest.raises(WorkbenchError, match="unknown search mode 'fuzzy'; use one of vector, keyword, hybrid"):
+        do_search("q", settings=settings, store=None, embedder=None, mode="fuzzy")
+    with pytest.raises(InvalidRequestError, match="the question is empty"):
+        ask_stream("  ", settings=settings, embedder=None)

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from workbench.errors import InvalidRequestError
 from workbench.store.chroma import Store
 
 METHODS = ("pca", "umap")
@@ -114,13 +115,13 @@ def project(vectors: np.ndarray, method: str = "pca", *, seed: int = 0) -> tuple
     ``method`` is "pca" or "umap" (needs n >= 3 and the umap package). Raises ValueError for an
     unknown method or UMAP without the package."""
     if method not in METHODS:
-        raise ValueError(f"unknown projection {method!r}; use one of {', '.join(METHODS)}")
+        raise InvalidRequestError(f"unknown projection {method!r}; use one of {', '.join(METHODS)}")
     if len(vectors) < 2:
         return np.zeros((len(vectors), 2)), (vectors.mean(axis=0) if len(vectors) else 0, np.zeros((2, vectors.shape[1] if vectors.ndim == 2 else 0))), None
     if method == "pca":
         return _pca(vectors, seed)
     if not umap_available():
-        raise ValueError("UMAP needs the umap-learn package (pip install umap-learn); PCA works without it")
+        raise InvalidRequestError("UMAP needs the umap-learn package (pip install umap-learn); PCA works without it")
     import umap
 
     reducer = umap.UMAP(n_components=2, metric="cosine", random_state=seed, n_neighbors=min(15, len(vectors) - 1))

@@ -35,3 +35,9 @@ class IngestBusyError(StoreError):
 
 class CancelledError(WorkbenchError):
     """A long job was cancelled by the user."""
+
+
+class InvalidRequestError(WorkbenchError, ValueError):
+    """A request a user made cannot be served as asked (an unknown search mode or projection,
+    an empty question); the message names the value and the choices. Also a ValueError, for
+    callers that check for one."""

@@ -37,7 +37,7 @@ import numpy as np
 from workbench.config import Settings
 from workbench.documents import Hit
 from workbench.models.embeddings import Embedder
-from workbench.errors import DocumentError
+from workbench.errors import InvalidRequestError, DocumentError
 from workbench.retrieval.search import MODES, search
 from workbench.store.chroma import Store
 
@@ -283,7 +283,7 @@ def evaluate(
     name = collection or settings.collection_name
     unknown = [m for m in modes if m not in MODES]
     if unknown:
-        raise ValueError(f"unknown search mode(s) {', '.join(unknown)}; use {', '.join(MODES)}")
+        raise InvalidRequestError(f"unknown search mode(s) {', '.join(unknown)}; use {', '.join(MODES)}")
     store.get_collection(name)
     report = EvalReport(collection=name, top_k=top_k, questions=list(questions), modes=list(modes))
     cached = _QueryCache(embedder, [q.question for q in questions]) if set(modes) - {"keyword"} else embedder

@@ -20,6 +20,7 @@ from typing import Any
 
 
 from workbench.config import Settings
+from workbench.errors import InvalidRequestError
 from workbench.documents import Hit
 from workbench.answer.ollama import OllamaCallError, classify_error, make_client
 from workbench.answer.prompt import Prompt, build_messages
@@ -194,9 +195,9 @@ def ask_stream(
     not fit CONTEXT_WINDOW, StoreError from retrieval.
     """
     if not question or not question.strip():
-        raise ValueError("the question is empty")
+        raise InvalidRequestError("the question is empty")
     if mode not in ("rag", "retrieval"):
-        raise ValueError(f"unknown chat mode {mode!r}; use 'rag' or 'retrieval'")
+        raise InvalidRequestError(f"unknown chat mode {mode!r}; use 'rag' or 'retrieval'")
     t0 = time.perf_counter()
     if hits is None:
 

@@ -19,6 +19,7 @@ import weakref
 import numpy as np
 
 from workbench.config import SEARCH_MODES, Settings
+from workbench.errors import InvalidRequestError
 from workbench.documents import Hit
 from workbench.models.embeddings import Embedder
 from workbench.retrieval.fusion import CONVEX_WEIGHTS, FUSIONS, HYBRID_DEPTH, RRF_K, SENTENCE_RERANK, convex, rrf, sentence_scores
@@ -57,10 +58,10 @@ def search(
     occurs in it).
     ``file_name``/``document_id`` restrict the search to one document; ``min_score`` drops hits
     whose cosine similarity is below it (vector and hybrid modes). Raises StoreError when the
-    collection does not exist, ValueError for an unknown mode.
+    collection does not exist, InvalidRequestError (a ValueError) for an unknown mode or fusion.
     """
     if mode not in MODES:
-        raise ValueError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
+        raise InvalidRequestError(f"unknown search mode {mode!r}; use one of {', '.join(MODES)}")
     name = collection or settings.collection_name
     k = top_k or settings.top_k
     if mode == "keyword":
@@ -78,7 +79,7 @@ def search(
     vector = embedder.encode([query])
     if mode == "hybrid":
         if fusion not in FUSIONS:
-            raise ValueError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
+            raise InvalidRequestError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
         chroma = collection_handle(store, name)
         return _hybrid(query, vector, settings, store, embedder, chroma, name, k, file_name, document_id, where, min_score, fusion)
     hits: list[Hit] = []
