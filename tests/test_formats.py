@@ -13,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from workbench.ingest import formats
+from workbench.ingest import containers, formats
 from workbench.ingest.chunking import Chunker
 from workbench.errors import DocumentError
-from workbench.ingest.formats import check_zip, eml_attachments
+from workbench.ingest.containers import check_zip
+from workbench.ingest.mail import eml_attachments
 from workbench.ingest.pipeline import SourceFile, ingest_paths
 from workbench.ingest.loaders import SUPPORTED_EXTENSIONS, iter_pages
 from workbench.retrieval.search import search
@@ -395,7 +396,7 @@ def _docx(path: Path) -> Path:
 def test_every_zip_format_is_checked_against_the_cap(tmp_path, settings, monkeypatch, name, build):
     path = _with_zeros(build(tmp_path / name), 2 * MIB)
     assert pages_of(path, settings)  # 2 MiB is fine under the default cap
-    monkeypatch.setattr(formats, "MAX_UNCOMPRESSED_BYTES", 1 * MIB)
+    monkeypatch.setattr(containers, "MAX_UNCOMPRESSED_BYTES", 1 * MIB)
     with pytest.raises(DocumentError, match=rf"^{name}: refused, would unpack to 2\.\d MiB, above the 1\.0 MiB limit"):
         pages_of(path, settings)
 

@@ -19,37 +19,25 @@
 
 Zip containers (.pptx .xlsx .epub, and .docx in :mod:`workbench.ingest.loaders`) pass
 :func:`check_zip` before a library opens them. Every failure is a DocumentError whose message
-names the file and the reason. This module imports only from ``.documents``, ``.errors`` and
-``.config``.
+names the file and the reason. The zip check and the HTML text are
+:mod:`workbench.ingest.containers`'; e-mail is :mod:`workbench.ingest.mail`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
 import json
-import re
-import zipfile
-import zlib
-from collections.abc import Callable, Collection, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from datetime import datetime, time
 from itertools import zip_longest
 from pathlib import Path, PurePosixPath
 
 from workbench.documents import Page
-from workbench.errors import DocumentError, WorkbenchError
+from workbench.errors import DocumentError
+from workbench.ingest.containers import check_zip, html_text, one_line, reading
+from workbench.ingest.mail import eml_pages
 
-#: Most bytes the members of one zip container (.docx .pptx .xlsx .epub) may unpack to: the sum
-#: of their declared sizes (``ZipInfo.file_size``), in bytes. 512 MiB is far above documents
-#: people write, and bounds what python-pptx, python-docx and ebooklib (which read whole
-#: members into memory) and openpyxl (shared strings in memory) can be made to hold.
-MAX_UNCOMPRESSED_BYTES = 512 * 1024 * 1024
-#: Above ``RATIO_CHECKED_ABOVE`` bytes unpacked, a container compressed more than this many
-#: times (unpacked / packed member bytes) is refused as a zip bomb. Measured here: a python-pptx
-#: deck 4x, an openpyxl workbook 5x, a 300,000-row sheet of repeated values 10x.
-MAX_COMPRESSION_RATIO = 100
-RATIO_CHECKED_ABOVE = 10 * 1024 * 1024
 #: Data rows of a sheet or CSV per Page (block); the header row is repeated in every block.
 ROWS_PER_BLOCK = 50
 #: JSON array items or JSONL records per Page (block).
@@ -57,81 +45,7 @@ RECORDS_PER_BLOCK = 50
 #: Extensions this module reads (lower case, with the dot).
 FORMAT_EXTENSIONS = frozenset({".pptx", ".xlsx", ".csv", ".epub", ".eml", ".json", ".jsonl"})
 
-#: First bytes of an OLE compound file: what an encrypted .docx/.pptx/.xlsx (or a legacy
-#: .doc/.ppt/.xls renamed) really is.
-_OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"
-_EMAIL_HEADERS = ("From", "To", "Cc", "Date", "Subject")
-_BLOCK_TAGS = ["p", "div", "li", "tr", "br", "blockquote", "pre", "section", "article", "h1", "h2", "h3", "h4", "h5", "h6", "dt", "dd", "figcaption"]
-#: What parsers raise on damaged input (lxml's XMLSyntaxError is a SyntaxError; openpyxl and
-#: python-pptx raise KeyError/ValueError/IndexError/TypeError on missing or wrong XML parts).
-_READ_ERRORS = (zipfile.BadZipFile, zlib.error, LookupError, ValueError, EOFError, OSError, SyntaxError, IndexError, TypeError, csv.Error)
-
 ReadText = Callable[[Path], str]
-
-
-def check_zip(path: Path, max_bytes: int | None = None) -> None:
-    """Refuse a zip container before a library opens it.
-
-    ``max_bytes``: cap on the sum of the members' uncompressed sizes, in bytes (default
-    ``MAX_UNCOMPRESSED_BYTES``, read at call time). The declared sizes can be trusted as a
-    bound: Python's zipfile, which python-docx, python-pptx, openpyxl and ebooklib all read
-    through, never returns more than a member's declared ``file_size`` (a header that lies
-    fails the CRC check).
-
-    Raises DocumentError (message names the file) when the file is empty, is an OLE file (a
-    password-protected Office file, or a legacy .doc/.ppt/.xls renamed), is not a readable zip,
-    has encrypted members, unpacks to more than ``max_bytes``, or unpacks to more than
-    ``RATIO_CHECKED_ABOVE`` bytes at more than ``MAX_COMPRESSION_RATIO`` x compression.
-    """
-    path = Path(path)
-    cap = MAX_UNCOMPRESSED_BYTES if max_bytes is None else max_bytes
-    kind = path.suffix.lower().lstrip(".") or "zip"
-    with open(path, "rb") as handle:
-        head = handle.read(len(_OLE_MAGIC))
-    if not head:
-        raise DocumentError(f"{path.name}: file is empty")
-    if head == _OLE_MAGIC:
-        raise DocumentError(
-            f"{path.name}: password-protected (encrypted) Office file, or an old binary .doc/.ppt/.xls "
-            f"file renamed; save it without a password as .{kind}"
-        )
-    try:
-        with zipfile.ZipFile(path) as archive:
-            members = archive.infolist()
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, OSError, EOFError, ValueError) as exc:
-        raise DocumentError(f"{path.name}: not a valid .{kind} file (damaged or not a zip container: {exc})") from exc
-    if any(info.flag_bits & 0x1 for info in members):
-        raise DocumentError(f"{path.name}: has encrypted zip members; save it without a password")
-    unpacked = sum(info.file_size for info in members)
-    packed = sum(info.compress_size for info in members)
-    if unpacked > cap:
-        raise DocumentError(
-            f"{path.name}: refused, would unpack to {_size(unpacked)}, above the {_size(cap)} limit "
-            "(possible zip bomb)"
-        )
-    if unpacked > RATIO_CHECKED_ABOVE and unpacked > MAX_COMPRESSION_RATIO * max(packed, 1):
-        raise DocumentError(
-            f"{path.name}: refused, compressed {unpacked / max(packed, 1):.0f}x "
-            f"({_size(unpacked)} unpacked), above {MAX_COMPRESSION_RATIO}x (possible zip bomb)"
-        )
-
-
-def _size(n: int) -> str:
-    return f"{n / 2**20:,.1f} MiB" if n >= 2**20 else f"{n:,} bytes"
-
-
-@contextlib.contextmanager
-def _reading(path: Path, what: str, *extra: type[BaseException]) -> Iterator[None]:
-    """Turn a parser's exception into one DocumentError naming the file and the reason."""
-    try:
-        yield
-    except WorkbenchError:
-        raise
-    except RecursionError as exc:
-        raise DocumentError(f"{path.name}: not a readable {what} (nested too deeply)") from exc
-    except (*_READ_ERRORS, *extra) as exc:
-        kind = "zlib.error" if isinstance(exc, zlib.error) else type(exc).__name__
-        raise DocumentError(f"{path.name}: not a readable {what} ({kind}: {exc})") from exc
 
 
 def iter_format_pages(path: Path, *, read_text: ReadText) -> Iterator[Page]:
@@ -165,11 +79,11 @@ def pptx_pages(path: Path) -> Iterator[Page]:
     from pptx import Presentation
     from pptx.exc import PythonPptxError
 
-    with _reading(path, "PowerPoint file", PythonPptxError):
+    with reading(path, "PowerPoint file", PythonPptxError):
         deck = Presentation(str(path))
         for number, slide in enumerate(deck.slides, start=1):
             title_shape = slide.shapes.title
-            title = _line(title_shape.text_frame.text) if title_shape is not None and title_shape.has_text_frame else ""
+            title = one_line(title_shape.text_frame.text) if title_shape is not None and title_shape.has_text_frame else ""
             parts = [title]
             for shape in _walk_shapes(slide.shapes):
                 if title_shape is not None and shape.shape_id == title_shape.shape_id:
@@ -177,7 +91,7 @@ def pptx_pages(path: Path) -> Iterator[Page]:
                 if getattr(shape, "has_text_frame", False):
                     parts.append(shape.text_frame.text.replace("\v", "\n"))
                 elif getattr(shape, "has_table", False):
-                    parts.append("\n".join(" | ".join(_line(c.text) for c in row.cells) for row in shape.table.rows))
+                    parts.append("\n".join(" | ".join(one_line(c.text) for c in row.cells) for row in shape.table.rows))
             if slide.has_notes_slide and slide.notes_slide.notes_text_frame is not None:
                 notes = slide.notes_slide.notes_text_frame.text.replace("\v", "\n").strip()
                 if notes:
@@ -244,11 +158,7 @@ def _cell(value: object) -> str:
         return value.date().isoformat() if value.time() == time() else value.isoformat(sep=" ")
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
-    return _line(str(value))
-
-
-def _line(text: str) -> str:
-    return " ".join(text.split())
+    return one_line(str(value))
 
 
 def xlsx_pages(path: Path) -> Iterator[Page]:
@@ -261,7 +171,7 @@ def xlsx_pages(path: Path) -> Iterator[Page]:
     from openpyxl import load_workbook
     from openpyxl.utils.exceptions import InvalidFileException
 
-    with _reading(path, "Excel workbook", InvalidFileException):
+    with reading(path, "Excel workbook", InvalidFileException):
         book = load_workbook(str(path), read_only=True, data_only=True)
         try:
             number = 1
@@ -285,8 +195,8 @@ def csv_pages(path: Path, read_text: ReadText) -> Iterator[Page]:
         dialect = csv.Sniffer().sniff(text[: 64 * 1024], delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
-    with _reading(path, "CSV file"):
-        rows = ([_line(cell) for cell in row] for row in csv.reader(io.StringIO(text), dialect))
+    with reading(path, "CSV file"):
+        rows = ([one_line(cell) for cell in row] for row in csv.reader(io.StringIO(text), dialect))
         yield from _table_pages(rows, "", 1)
 
 
@@ -302,15 +212,15 @@ def epub_pages(path: Path) -> Iterator[Page]:
     import ebooklib
     from ebooklib import epub
 
-    with _reading(path, "EPUB book", epub.EpubException):
+    with reading(path, "EPUB book", epub.EpubException):
         book = epub.read_epub(str(path), {"ignore_ncx": True})
-        book_title = _line(" ".join(str(t[0]) for t in book.get_metadata("DC", "title")[:1]))
+        book_title = one_line(" ".join(str(t[0]) for t in book.get_metadata("DC", "title")[:1]))
         titles = _toc_titles(book.toc)
         items = [book.get_item_with_id(idref) for idref, _linear in book.spine]
         items = [i for i in items if i is not None and i.get_type() == ebooklib.ITEM_DOCUMENT and not isinstance(i, epub.EpubNav)]
         number = 0
         for item in items:
-            heading, text = _html_text(item.get_content())
+            heading, text = html_text(item.get_content())
             if not text.strip():
                 continue
             number += 1
@@ -327,134 +237,12 @@ def _toc_titles(toc) -> dict[str, str]:
             head, children = entry[0], entry[1] if len(entry) > 1 else []
             titles = {**_toc_titles([head]), **_toc_titles(children), **titles}
             continue
-        href, title = getattr(entry, "href", None), _line(getattr(entry, "title", "") or "")
+        href, title = getattr(entry, "href", None), one_line(getattr(entry, "title", "") or "")
         if href and title:
             target = href.split("#")[0]
             titles.setdefault(target, title)
             titles.setdefault(PurePosixPath(target).name, title)
     return titles
-
-
-def _html_text(markup: bytes | str) -> tuple[str, str]:
-    """(first h1-h3 heading, text) of an HTML/XHTML document; block elements end in a blank
-    line (a paragraph for the chunker), inline ones stay in their line."""
-    from bs4 import BeautifulSoup
-
-    soup = BeautifulSoup(markup, "html.parser")
-    for tag in soup(["script", "style", "noscript", "template", "head"]):
-        tag.decompose()
-    heading = soup.find(["h1", "h2", "h3"])
-    for tag in soup.find_all(_BLOCK_TAGS):
-        tag.append("\n\n")
-    lines = [_line(line) for line in soup.get_text().splitlines()]
-    text = re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-    return (_line(heading.get_text()) if heading else ""), text
-
-
-# --- e-mail -------------------------------------------------------------------------------------------
-
-
-def _read_email(path: Path):
-    from email import policy
-    from email.parser import BytesParser
-
-    data = path.read_bytes()
-    if not data.strip():
-        raise DocumentError(f"{path.name}: file is empty")
-    message = BytesParser(policy=policy.default).parsebytes(data)
-    if not any(message.get(h) for h in ("From", "To", "Subject", "Date")):
-        raise DocumentError(f"{path.name}: not an e-mail message (no From, To, Subject or Date header)")
-    return message
-
-
-def eml_pages(path: Path) -> Iterator[Page]:
-    """Page 1 of an e-mail: "From: / To: / Cc: / Date: / Subject:" lines, "Attachments:" with
-    their file names, a blank line, then the body (text/plain preferred, else text/html as
-    text). ``section`` = Subject. Attachment contents are not included: see
-    :func:`eml_attachments`. Raises DocumentError when the file is empty or has none of the
-    From/To/Subject/Date headers."""
-    path = Path(path)
-    with _reading(path, "e-mail message"):
-        message = _read_email(path)
-        lines = [f"{h}: {_line(str(message[h]))}" for h in _EMAIL_HEADERS if message.get(h)]
-        names = [name for name, _ in _attachments(message)]
-        if names:
-            lines.append("Attachments: " + ", ".join(names))
-        body = message.get_body(preferencelist=("plain", "html"))
-        text = ""
-        if body is not None:
-            try:
-                text = body.get_content()
-            except (LookupError, UnicodeError):  # unknown or lying charset: decode leniently
-                text = (body.get_payload(decode=True) or b"").decode("utf-8", errors="replace")
-            if body.get_content_subtype() == "html":
-                text = _html_text(text)[1]
-        subject = _line(str(message.get("Subject", "")))
-        yield Page(text="\n".join(lines) + "\n\n" + text.replace("\r\n", "\n").strip(), page=1, section=subject)
-
-
-def eml_attachments(path: Path, extensions: Collection[str] | None = None) -> list[tuple[str, bytes]]:
-    """The attachments of an e-mail as ``(file name, decoded bytes)``, in message order.
-
-    File names are reduced to a safe base name (no folders, never "" or ".."), made unique in
-    the message with "-2", "-3" before the extension; an attachment without a name is called
-    "attachment-N" (or "attachment-N.eml" for an attached message, whose bytes are that whole
-    message). ``extensions`` (lower case, with the dot, e.g. ``SUPPORTED_EXTENSIONS``) keeps
-    only those. Raises DocumentError like :func:`eml_pages`.
-
-    For the ingest pipeline (not wired in yet): after an e-mail's own document, write each of
-    ``eml_attachments(path, SUPPORTED_EXTENSIONS)`` into a scratch folder that lives for the run
-    and ingest it as ``SourceFile(folder / name, f"{email_source}/{name}")`` into the same
-    collection; its document id follows from that source, so an unchanged e-mail leaves its
-    attachments unchanged and a changed one replaces them. The pipeline still has to prune
-    ``"<email source>/..."`` documents with their e-mail, stop recursing into attached .eml
-    after one level, and re-ingest such a document from its e-mail (its ``source_path`` is in
-    the scratch folder).
-    """
-    path = Path(path)
-    with _reading(path, "e-mail message"):
-        found = _attachments(_read_email(path))
-    if extensions is not None:
-        found = [(n, d) for n, d in found if PurePosixPath(n).suffix.lower() in extensions]
-    return found
-
-
-def _attachments(message) -> list[tuple[str, bytes]]:
-    """Parts with disposition "attachment" or a file name, in message order, except the body
-    and the parts of a multipart/related that have a Content-ID (pictures shown in the HTML
-    body: logos, signatures); an attached message is one .eml, not its parts."""
-    body = message.get_body(preferencelist=("plain", "html"))
-    found: list[tuple[str, bytes]] = []
-    seen: set[str] = set()
-
-    def add(part, data: bytes, default: str, extension: str = "") -> None:
-        name = PurePosixPath((part.get_filename() or "").replace("\\", "/")).name.strip()
-        if not name or name in (".", ".."):
-            name = default
-        if not name.lower().endswith(extension):
-            name += extension
-        stem, suffix, count = PurePosixPath(name).stem, PurePosixPath(name).suffix, 1
-        while name.lower() in seen:
-            count += 1
-            name = f"{stem}-{count}{suffix}"
-        seen.add(name.lower())
-        found.append((name, data))
-
-    def visit(container) -> None:
-        for part in container.iter_parts():
-            disposition = part.get_content_disposition()
-            if part is body or (container.get_content_subtype() == "related" and part.get("Content-ID")):
-                continue
-            if part.get_content_type() == "message/rfc822":
-                inner = part.get_payload()
-                add(part, (inner[0] if isinstance(inner, list) else inner).as_bytes(), f"attachment-{len(found) + 1}", ".eml")
-            elif part.is_multipart():
-                visit(part)
-            elif disposition == "attachment" or part.get_filename():
-                add(part, part.get_payload(decode=True) or b"", f"attachment-{len(found) + 1}")
-
-    visit(message)
-    return found
 
 
 # --- JSON ---------------------------------------------------------------------------------------------
@@ -466,7 +254,7 @@ def json_pages(path: Path, read_text: ReadText) -> Iterator[Page]:
     DocumentError naming the line and column of invalid JSON."""
     path = Path(path)
     text = read_text(path)
-    with _reading(path, "JSON file"):
+    with reading(path, "JSON file"):
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
@@ -482,14 +270,14 @@ def jsonl_pages(path: Path, read_text: ReadText) -> Iterator[Page]:
     text = read_text(path)
 
     def records() -> Iterator[object]:
-        for number, line in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 may sit in a string
-            if line.strip():
+        for number, record in enumerate(text.split("\n"), start=1):  # not splitlines(): U+2028 may sit in a string
+            if record.strip():
                 try:
-                    yield json.loads(line)
+                    yield json.loads(record)
                 except json.JSONDecodeError as exc:
                     raise DocumentError(f"{path.name}: line {number} is not valid JSON (column {exc.colno}: {exc.msg})") from exc
 
-    with _reading(path, "JSON Lines file"):
+    with reading(path, "JSON Lines file"):
         yield from _record_pages(records())
 
 

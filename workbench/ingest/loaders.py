@@ -5,7 +5,7 @@ Pages with no text layer, and image files, are read by OCR (pypdfium2 render + e
 Text formats (.txt .md .rst .html) are decoded as UTF-8 when valid, else with the encoding
 chardet detects.
 Slides, spreadsheets, CSV, EPUB, e-mail and JSON (.pptx .xlsx .csv .epub .eml .json .jsonl):
-see :mod:`workbench.ingest.formats`. Zip containers (.docx too) pass ``formats.check_zip`` first.
+see :mod:`workbench.ingest.formats`. Zip containers (.docx too) pass ``containers.check_zip`` first.
 Every failure is a DocumentError whose message names the file and says why.
 """
 
@@ -22,7 +22,8 @@ from dataclasses import asdict, dataclass
 from workbench.config import Settings
 from workbench.documents import Page
 from workbench.errors import DocumentError, WorkbenchError
-from workbench.ingest.formats import FORMAT_EXTENSIONS, check_zip, iter_format_pages
+from workbench.ingest.containers import check_zip
+from workbench.ingest.formats import FORMAT_EXTENSIONS, iter_format_pages
 from workbench.ingest.layout import OcrBox
 from workbench.ingest.ocr import ocr_image
 
