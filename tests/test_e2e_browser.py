@@ -1,12 +1,15 @@
 """End to end in real headless Chromium (Debian's, via Playwright) against `streamlit run` on a
 loopback port: upload two real PDFs (and a hostile markdown file) on the Ingest page, wait for
-the job, browse the collection, open a document and its chunks, search, follow a result into
-the Collections view, delete the document and see the counts drop, check Status.
+the job, see the counts on Collections, open a document and its chunks on Documents, search,
+follow a result's "Open in Documents" link to its highlighted chunk, delete the document and see
+the counts drop, rebuild and export on Collections, check Status. A second test opens a page URL
+as the first request of a fresh server and expects app.py's titled navigation.
 
 Screenshots of every step go to tests/artifacts/ (git-ignored)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shutil
@@ -32,10 +35,10 @@ EVIL_MD = (
 SLOW = 300_000  # ms: the app loads the model on first use, on 2 busy cores
 
 
-@pytest.fixture(scope="module")
-def app_url(tmp_path_factory):
-    """`streamlit run app.py` on 127.0.0.1:<free port> over a temp store; stopped by its PID."""
-    tmp = tmp_path_factory.mktemp("e2e")
+@contextlib.contextmanager
+def serve(tmp: Path, log_name: str):
+    """`streamlit run app.py` on 127.0.0.1:<free port> over a temp store; stopped by its PID; its
+    log is copied to tests/artifacts/<log_name>."""
     port = free_port()
     env = dict(
         os.environ,
@@ -50,18 +53,30 @@ def app_url(tmp_path_factory):
         OLLAMA_BASE_URL=f"http://127.0.0.1:{free_port()}",
         OLLAMA_TIMEOUT="2",
     )
-    log = open(tmp / "streamlit.log", "wb")
     cmd = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.headless", "true", "--server.port", str(port),
            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--server.fileWatcherType", "none"]  # no reruns when files change under a running test
-    proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+    with open(tmp / "streamlit.log", "wb") as log:
+        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
     try:
         wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60)
         yield f"http://127.0.0.1:{port}"
     finally:
         stop_process(proc, 15)
-        log.close()
-        shutil.copy(tmp / "streamlit.log", ARTIFACTS / "streamlit.log") if ARTIFACTS.is_dir() else None
+        shutil.copy(tmp / "streamlit.log", ARTIFACTS / log_name) if ARTIFACTS.is_dir() else None
+
+
+@pytest.fixture(scope="module")
+def app_url(tmp_path_factory):
+    with serve(tmp_path_factory.mktemp("e2e"), "streamlit.log") as url:
+        yield url
+
+
+@pytest.fixture
+def fresh_app_url(tmp_path_factory):
+    """A server no browser session has run a script on yet (see the direct-URL test)."""
+    with serve(tmp_path_factory.mktemp("e2e-fresh"), "streamlit-fresh.log") as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -116,6 +131,37 @@ def choose(page, label: str, option: str) -> None:
     wait_idle(page)
 
 
+TITLES = ["Ingest", "Search", "Collections", "Documents", "Chat", "Document QA", "Evaluate", "Embedding map", "Status"]
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="Streamlit's MPA v1 fallback: until a session has run st.navigation, a server whose app.py has a "
+    "pages/ folder beside it runs pages/<url>.py on its own with the file-name listing (app, chat, ..., "
+    "library, search); not fixable from config.toml or app.py, the folder needs another name",
+)
+def test_direct_page_url_shows_the_titled_navigation(fresh_app_url, browser):
+    """Opening /search as the very first request of a server (a bookmark after a restart) shows
+    app.py's st.navigation (titles, icons, the sidebar with the store), not Streamlit's automatic
+    listing of the files in pages/."""
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page = browser.new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        page.goto(f"{fresh_app_url}/search")
+        page.get_by_role("heading", name=re.compile("Search")).first.wait_for(timeout=SLOW)
+        wait_idle(page)
+        shot(page, "12-direct-url")
+        links = page.locator('[data-testid="stSidebarNav"] a')
+        names = [link.inner_text().strip().splitlines()[-1].strip() for link in links.all()]
+        assert names == TITLES, names  # not ['app', 'chat', 'document qa', ..., 'library', 'search', 'status']
+        sidebar = page.locator('[data-testid="stSidebar"]').inner_text()
+        assert "e2e-docs" in sidebar and "Store: embedded" in sidebar  # app.py ran: its sidebar() is there
+        nav(page, "Documents")  # and the titled navigation works from there
+        assert re.search(r"/documents(\?|$)", page.url), page.url
+    finally:
+        page.close()
+
+
 def test_upload_browse_search_delete_in_chromium(app_url, browser, corpus_dir, tmp_path):
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
@@ -152,10 +198,15 @@ def flow(page, app_url, corpus_dir, tmp_path):
     wait_idle(page)
     shot(page, "02-ingest-done")
 
-    # --- Collections: counts, open a document, its chunks --------------------------------------
+    # --- Collections: counts; its link to Documents: open a document, its chunks ----------------
     nav(page, "Collections")
     page.get_by_text(re.compile(r"^3 documents · \d+ chunks")).wait_for(timeout=SLOW)
+    wait_idle(page)
     shot(page, "03-collections")
+    page.get_by_role("link", name=re.compile("Browse its 3 documents and chunks")).click()
+    page.get_by_role("heading", name=re.compile("Documents")).first.wait_for(timeout=SLOW)
+    page.get_by_text(re.compile(r"^3 of 3 documents")).wait_for(timeout=SLOW)
+    wait_idle(page)
     choose(page, "Open document", "google-doc-document.pdf")
     page.get_by_role("heading", name=re.compile("google-doc-document.pdf")).wait_for(timeout=SLOW)
     first_chunk = page.locator(".st-key-chunk-0")
@@ -188,13 +239,15 @@ def flow(page, app_url, corpus_dir, tmp_path):
     assert page.evaluate("() => window.__pwned") is None
     shot(page, "06-search-escaped", focus=hostile)
 
-    # --- a result's link opens the chunk in Collections, highlighted ----------------------------
+    # --- a result's link opens the chunk on the Documents page, highlighted ---------------------
     query.fill("Readability counts, flat is better than nested")
     query.press("Enter")
     page.locator(".st-key-hit-1", has_text="google-doc-document.pdf").wait_for(timeout=SLOW)
     wait_idle(page)
-    page.locator(".st-key-hit-1").get_by_role("link", name=re.compile("Open in Collections")).click()
+    page.locator(".st-key-hit-1").get_by_role("link", name=re.compile("Open in Documents")).click()
+    page.get_by_role("heading", name=re.compile("Documents")).first.wait_for(timeout=SLOW)
     page.get_by_role("heading", name=re.compile("google-doc-document.pdf")).wait_for(timeout=SLOW)
+    assert re.search(r"/documents(\?|$)", page.url), page.url
     highlighted = page.locator('[class*="st-key-chunk-hl-"]').first
     highlighted.wait_for(timeout=SLOW)
     wait_idle(page)
@@ -205,7 +258,7 @@ def flow(page, app_url, corpus_dir, tmp_path):
     )  # scrolled to the linked chunk
     shot(page, "07-deep-link")
 
-    # --- delete the document, counts drop -----------------------------------------------------
+    # --- delete the document on Documents, counts drop there and on Collections ----------------
     page.get_by_text("Yes, delete this document").click()
     wait_idle(page)
     page.get_by_role("button", name="Delete document").click()
@@ -213,9 +266,13 @@ def flow(page, app_url, corpus_dir, tmp_path):
     counts = page.get_by_text(re.compile(r"^2 documents · \d+ chunks"))
     counts.wait_for(timeout=SLOW)
     wait_idle(page)
+    page.get_by_text(re.compile(r"^2 of 2 documents")).wait_for(timeout=SLOW)  # the documents table
     shot(page, "08-after-delete", focus=counts)
+    nav(page, "Collections")
+    page.get_by_text(re.compile(r"^2 documents · \d+ chunks")).wait_for(timeout=SLOW)
+    wait_idle(page)
 
-    # --- rebuild with smaller chunks (a background job), then export ----------------------------
+    # --- rebuild with smaller chunks (a background job), then export, on Collections ------------
     page.get_by_role("tab", name=re.compile("Rebuild")).click()
     size = page.get_by_label("Chunk size (tokens)")
     size.fill("64")
@@ -242,3 +299,4 @@ def flow(page, app_url, corpus_dir, tmp_path):
     shot(page, "11-status")
     assert "e2e-docs" in sidebar.inner_text()  # the sidebar is on every page
     assert not errors, errors
+
