@@ -25,7 +25,7 @@ BROKEN = {"invalid.pdf"}
 
 #: Ingesting all 50 PDFs OCRs 22 scanned pages; on 2 busy cores that took over 15 minutes at
 #: the default 200 dpi, so this module renders at 100 dpi (still real OCR) and allows 50 min.
-pytestmark = pytest.mark.timeout(3000)
+pytestmark = [pytest.mark.timeout(3000), pytest.mark.slow]
 #: Dense newspaper scans (~130 text lines a page, 5 pages in all) that take minutes each on
 #: 2 cores; OCR quality and speed on them are covered by tests/test_ocr.py and benchmarks/ocr.py.
 DENSE_SCANS = {"linn.pdf", "cardinal.pdf"}

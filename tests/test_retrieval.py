@@ -249,6 +249,7 @@ def test_embedding_map_projects_and_places_a_query(tmp_path, settings, store, em
 FLOORS = {"vector": (0.87, 0.74), "keyword": (0.93, 0.84), "hybrid": (0.95, 0.89)}
 
 
+@pytest.mark.slow
 def test_squad_retrieval_quality(squad_store, corpus_dir, embedder):
     questions = squad_questions(corpus_dir, 240)
     assert len(questions) == 240 and len({q.expected_source for q in questions}) == 24
