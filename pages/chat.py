@@ -14,7 +14,8 @@ from ui import (collection_picker, get_settings, md_escape, require_conversation
 from workbench.answer import chat
 from workbench.answer import ollama as ollama_api
 from workbench.answer.conversations import (MAX_QUESTION_CHARS, MAX_TITLE_CHARS, ConversationError,
-                                            ConversationNotFoundError, export_json, export_markdown)
+                                            ConversationNotFoundError)
+from workbench.answer.conversation_export import export_json, export_markdown
 from workbench.errors import OllamaError, WorkbenchError
 
 PARAM = "conversation"  # query parameter naming the open conversation

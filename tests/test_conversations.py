@@ -20,7 +20,8 @@ from tests.fake_ollama import FakeOllama
 from workbench.answer import chat
 from workbench.answer.conversations import (MAX_QUESTION_CHARS, MAX_TITLE_CHARS, SCHEMA_VERSION,
                                      ConversationError, ConversationNotFoundError, ConversationStore,
-                                     TextTooLongError, export_json, export_markdown, mark_missing, migrate)
+                                     TextTooLongError, mark_missing, migrate)
+from workbench.answer.conversation_export import export_json, export_markdown
 from workbench.documents import Hit
 from workbench.errors import WorkbenchError
 

@@ -8,7 +8,8 @@ import sys
 from pathlib import Path
 
 from workbench.config import Settings
-from workbench.answer.conversations import ConversationStore, export_json, export_markdown
+from workbench.answer.conversation_export import export_json, export_markdown
+from workbench.answer.conversations import ConversationStore
 
 
 def register(sub) -> None:
