@@ -1,5 +1,5 @@
 # syntax=docker/dockerfile:1
-# The RAG workbench: the Streamlit app (app.py + pages/) and the `python -m workbench` CLI in
+# The RAG workbench: the Streamlit app (app.py + views/) and the `python -m workbench` CLI in
 # one image, with every model it uses cached in the image. Ollama stays on the host (it has
 # the GPU); the Chroma store lives on a mounted volume, never in the image.
 # Build: docker compose build   Run: docker compose up   (see docs/docker.md)
@@ -64,7 +64,7 @@ WORKDIR /app
 COPY --from=builder /opt/venv /opt/venv
 # Owned by the app user so a model export missing from the cache can still be written once.
 COPY --from=builder --chown=app:app /app/models /app/models
-# The app code; .dockerignore lets only app.py, ui/, pages/, workbench/ and
+# The app code; .dockerignore lets only app.py, ui/, views/, workbench/ and
 # .streamlit/config.toml through.
 COPY . .
 

@@ -10,7 +10,7 @@ Per image, in one process with one EasyOCR reader (canvas OCR_CANVAS_SIZE, defau
 - cached: ``ocr_file(path)`` again (served from the page-hash cache, no OCR);
 - CER: character error rate against the ground truth (whitespace collapsed), for our text
   (reading order) and for the raw result joined in EasyOCR's order.
-Also pages/s over the set. The machine may be shared: the load average before and after is
+Also views/s over the set. The machine may be shared: the load average before and after is
 recorded with the numbers. Writes benchmarks/results/ocr.json.
 
 Run: ``.venv/bin/python benchmarks/ocr.py [--only SUBSTRING ...] [--canvas N]``.
@@ -136,7 +136,7 @@ def main() -> None:
         "rows": rows,
     }
     print(
-        f"{len(rows)} images: {result['pages_per_s']} pages/s, ours/raw {result['ratio_total']} (median {result['ratio_median']}; "
+        f"{len(rows)} images: {result['pages_per_s']} views/s, ours/raw {result['ratio_total']} (median {result['ratio_median']}; "
         f"from overhead {result['ratio_overhead_total']}, worst image {result['ratio_overhead_max']}), "
         f"cached {result['cached_total_s']} s total, CER {result['cer_overall']} (raw order {result['cer_overall_raw_order']})"
     )

@@ -30,7 +30,7 @@ def test_contracts_hold():
 @pytest.fixture(scope="module")
 def copy(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("arch")
-    for name in ("workbench", "ui", "pages"):
+    for name in ("workbench", "ui", "views"):
         shutil.copytree(REPO / name, root / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", root / "pyproject.toml")
     return root
@@ -41,7 +41,7 @@ def copy(tmp_path_factory) -> Path:
     [
         ("workbench/store/records.py", "import streamlit", "the core library knows nothing of Streamlit"),
         ("workbench/ingest/chunking.py", "import ui", "the core library knows nothing of Streamlit"),
-        ("pages/search.py", "import chromadb", "views use the core's functions"),
+        ("views/search.py", "import chromadb", "views use the core's functions"),
         ("ui/charts.py", "from transformers import AutoModel", "views use the core's functions"),
         ("workbench/store/chroma.py", "from workbench.retrieval import bm25", "workbench layers"),
         ("workbench/models/embeddings.py", "from workbench.ingest import chunking", "workbench layers"),
@@ -64,7 +64,7 @@ def test_a_planted_violation_breaks_its_contract(copy, module, line, contract):
 
 
 def test_no_module_shadows_a_standard_library_module():
-    names = {p.stem for d in ("workbench", "ui", "pages") for p in (REPO / d).rglob("*.py")}
+    names = {p.stem for d in ("workbench", "ui", "views") for p in (REPO / d).rglob("*.py")}
     names |= {p.name for d in ("workbench", "ui") for p in (REPO / d).rglob("*") if p.is_dir()}
     assert not names & set(sys.stdlib_module_names), names & set(sys.stdlib_module_names)
 
@@ -78,7 +78,7 @@ def test_the_record_format_has_one_owner():
         "committed filter": re.compile(r"[\"']chunk_index[\"']\s*:\s*0"),
     }
     owner = REPO / "workbench" / "store" / "records.py"
-    for path in [*(REPO / "workbench").rglob("*.py"), *(REPO / "ui").rglob("*.py"), *(REPO / "pages").glob("*.py")]:
+    for path in [*(REPO / "workbench").rglob("*.py"), *(REPO / "ui").rglob("*.py"), *(REPO / "views").glob("*.py")]:
         if path == owner:
             continue
         text = path.read_text()

@@ -1,4 +1,4 @@
-"""The Chat page (pages/chat.py) in Streamlit's AppTest, against the fake Ollama server, a real
+"""The Chat page (views/chat.py) in Streamlit's AppTest, against the fake Ollama server, a real
 Chroma store and the real embedding model."""
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def open_chat(kb, monkeypatch, ollama_url: str, query_params: dict | None = None
     st.cache_data.clear()  # the page's cached model list
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/chat.py")
+    at.switch_page("views/chat.py")
     at.query_params.update(query_params or {})
     at.run()
     assert not at.exception, at.exception

@@ -427,7 +427,7 @@ def test_dockerignore_keeps_data_stores_and_secrets_out():
         "workbench/__pycache__/config.cpython-311.pyc", ".streamlit/secrets.toml", "README.md",
     ]:
         assert excluded(path), path
-    for path in ["app.py", "ui/__init__.py", "workbench/models/embeddings.py", "pages/search.py", "workbench/config.py",
+    for path in ["app.py", "ui/__init__.py", "workbench/models/embeddings.py", "views/search.py", "workbench/config.py",
                  "requirements.txt", ".streamlit/config.toml"]:
         assert not excluded(path), path
 

@@ -134,16 +134,12 @@ def choose(page, label: str, option: str) -> None:
 TITLES = ["Ingest", "Search", "Collections", "Documents", "Chat", "Document QA", "Evaluate", "Embedding map", "Status"]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="Streamlit's MPA v1 fallback: until a session has run st.navigation, a server whose app.py has a "
-    "pages/ folder beside it runs pages/<url>.py on its own with the file-name listing (app, chat, ..., "
-    "library, search); not fixable from config.toml or app.py, the folder needs another name",
-)
 def test_direct_page_url_shows_the_titled_navigation(fresh_app_url, browser):
-    """Opening /search as the very first request of a server (a bookmark after a restart) shows
+    """Streamlit falls back to its automatic listing of a `pages/` folder beside app.py until a
+    session has run st.navigation; the views live in `views/` so that never happens.
+    Opening /search as the very first request of a server (a bookmark after a restart) shows
     app.py's st.navigation (titles, icons, the sidebar with the store), not Streamlit's automatic
-    listing of the files in pages/."""
+    listing of the files in views/."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     page = browser.new_page(viewport={"width": 1400, "height": 1000})
     try:

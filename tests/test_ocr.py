@@ -229,7 +229,7 @@ def test_document_qa_page_shows_the_ocr_page_with_boxes(tmp_path, ocr_settings, 
     ui.get_store.clear()
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=180)
     at.run()
-    at.switch_page("pages/document_qa.py")
+    at.switch_page("views/document_qa.py")
     at.run()
     data = (ocr_dir / "tesseract-ocr-test" / "phototest.tif").read_bytes()
     at.file_uploader[0].upload("phototest.tif", data, "image/tiff").run()

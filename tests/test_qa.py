@@ -414,7 +414,7 @@ def open_page(monkeypatch, settings):
     ui.get_store.clear()
     at = AppTest.from_file(str(REPO / "app.py"), default_timeout=120)
     at.run()
-    at.switch_page("pages/document_qa.py")
+    at.switch_page("views/document_qa.py")
     at.run()
     assert not at.exception, at.exception
     return at

@@ -279,7 +279,7 @@ def test_pages_render_against_a_real_store(tmp_path, settings, store, embedder, 
     st.cache_resource.clear()
     try:
         at = AppTest.from_file(str(REPO / "app.py"), default_timeout=300).run()
-        at.switch_page("pages/evaluate.py").run()
+        at.switch_page("views/evaluate.py").run()
         assert not at.exception, at.exception
         at.radio(key="eval-source").set_value("Generate from this collection").run()
         at.number_input(key="eval-gen-n").set_value(5).run()
@@ -289,7 +289,7 @@ def test_pages_render_against_a_real_store(tmp_path, settings, store, embedder, 
         assert not at.exception, at.exception
         assert any("recall@5" in df.value.columns.tolist() for df in at.dataframe)
         assert len(at.tabs) == 3 and "(rank 1)" in at.tabs[0].label
-        at.switch_page("pages/embedding_map.py").run()
+        at.switch_page("views/embedding_map.py").run()
         assert not at.exception, at.exception
         at.text_input(key="map-query").set_value("volcano").run()
         assert not at.exception, at.exception

@@ -110,7 +110,7 @@ def test_every_page_renders_and_sidebar_shows_collection_and_store(ui):
     at = open_app()
     sidebar = texts(at.sidebar.markdown) + texts(at.sidebar.caption)
     assert "uitest" in sidebar and str(ui.settings.chroma_persist_path) in sidebar
-    pages = [("pages/ingest.py", "Ingest"), ("pages/search.py", "Search"), ("pages/library.py", "Collections"), ("pages/documents.py", "Documents"), ("pages/status.py", "Status")]
+    pages = [("views/ingest.py", "Ingest"), ("views/search.py", "Search"), ("views/library.py", "Collections"), ("views/documents.py", "Documents"), ("views/status.py", "Status")]
     for page, title in pages:
         at.switch_page(page)
         at.run()
@@ -121,23 +121,23 @@ def test_every_page_renders_and_sidebar_shows_collection_and_store(ui):
 def test_active_collection_survives_page_switches(ui):
     ingest(ui)
     ingest(ui, collection="second")
-    at = open_app("pages/search.py")
+    at = open_app("views/search.py")
     at.selectbox(key="search-collection").set_value("second").run()
-    at.switch_page("pages/library.py")
+    at.switch_page("views/library.py")
     at.run()
     assert at.session_state["collection"] == "second"
     assert at.selectbox(key="coll-open").value == "second"
-    at.switch_page("pages/documents.py")
+    at.switch_page("views/documents.py")
     at.run()
     assert at.selectbox(key="docs-collection").value == "second"
-    at.switch_page("pages/ingest.py")
+    at.switch_page("views/ingest.py")
     at.run()
     assert at.selectbox(key="ingest-collection").value == "second"
 
 
 # --- ingest ----------------------------------------------------------------------------------
 def test_upload_ingest_then_search_finds_the_file(ui):
-    at = open_app("pages/ingest.py")
+    at = open_app("views/ingest.py")
     uploader = at.file_uploader(key="ingest-uploads")
     for name in ("volcanoes.md", "bread.txt"):
         uploader.upload(name, SAMPLE_DOCS[name].encode(), "text/plain")
@@ -152,7 +152,7 @@ def test_upload_ingest_then_search_finds_the_file(ui):
     table = at.dataframe[0].value
     assert sorted(table["file"]) == ["bread.txt", "volcanoes.md"] and set(table["result"]) == {"added"}
 
-    at.switch_page("pages/search.py")
+    at.switch_page("views/search.py")
     at.run()
     at.text_input(key="search-query").set_value("how long does the dough rise").run()
     assert not at.exception
@@ -161,11 +161,11 @@ def test_upload_ingest_then_search_finds_the_file(ui):
 
 
 def test_progress_is_found_again_after_session_loss(ui):
-    at = open_app("pages/ingest.py")
+    at = open_app("views/ingest.py")
     at.button[1].click().run()  # ingest the folder
     job = jobs().get(at.session_state["ingest_job"])
     assert job.wait(300) and job.state == "done"
-    fresh = open_app("pages/ingest.py")  # a browser refresh: new session, same process
+    fresh = open_app("views/ingest.py")  # a browser refresh: new session, same process
     assert "ingest_job" not in fresh.session_state
     assert f"Job {job.id}" in texts(fresh.markdown) and "added 4" in texts(fresh.success)
 
@@ -178,7 +178,7 @@ def test_second_job_on_same_collection_is_refused(ui):
     try:
         with pytest.raises(JobConflictError, match="already running"):
             jobs().start_ingest([ui.docs], settings=ui.settings, store=None, embedder=None, collection="uitest")
-        at = open_app("pages/ingest.py")
+        at = open_app("views/ingest.py")
         assert f"Job {blocker.id} is ingesting" in texts(at.info)
         at.button[1].click().run()  # ingest the folder into the busy collection
         assert "already running" in texts(at.error)
@@ -198,7 +198,7 @@ def test_cancel_button_stops_the_running_job(ui):
         return "not cancelled"
 
     job = jobs().start_task(work, collection="uitest", description="waits for cancel")
-    at = open_app("pages/ingest.py")
+    at = open_app("views/ingest.py")
     at.button(key=f"ingest-cancel-{job.id}").click().run()
     assert job.wait(60) and job.state == "cancelled" and job.error == "stopped by the user"
     at.run()
@@ -208,7 +208,7 @@ def test_cancel_button_stops_the_running_job(ui):
 # --- search ------------------------------------------------------------------------------------
 def test_search_cards_escape_document_text(ui):
     ingest(ui)
-    at = open_app("pages/search.py")
+    at = open_app("views/search.py")
     at.text_input(key="search-query").set_value("volcanoes script bold").run()
     bodies = [m.value for m in at.markdown if m.value.startswith('<div class="wb-text"')]
     evil = next(b for b in bodies if "alert" in b)
@@ -221,7 +221,7 @@ def test_search_cards_escape_document_text(ui):
 
 def test_search_filters_file_and_min_score(ui):
     store = ingest(ui)
-    at = open_app("pages/search.py")
+    at = open_app("views/search.py")
     at.radio(key="search-mode").set_value("vector").run()
     at.slider(key="search-min-score").set_value(-1.0).run()
     at.number_input(key="search-top-k").set_value(50).run()
@@ -242,7 +242,7 @@ def test_search_modes_show_their_scores(ui):
     """Hybrid is the default (SEARCH_MODE) and shows fused rank, fused, vector and BM25 scores;
     keyword shows BM25 only and finds nothing without a query word; vector shows cosine."""
     ingest(ui)
-    at = open_app("pages/search.py")
+    at = open_app("views/search.py")
     assert at.radio(key="search-mode").value == "hybrid"
     at.text_input(key="search-query").set_value("Etna eruption").run()
     heads = [m.value for m in at.markdown if "fused rank" in m.value]
@@ -265,7 +265,7 @@ def test_deep_link_opens_document_and_highlights_chunk(ui):
     store = ingest(ui)
     doc = next(d for d in store.documents("uitest") if d.source == "volcanoes.md")
     chunk = store.document_chunks("uitest", doc.document_id)[0]
-    at = open_app("pages/documents.py")
+    at = open_app("views/documents.py")
     at.query_params.update(collection="uitest", document=doc.document_id, chunk=chunk.chunk_id)
     at.run()
     assert not at.exception
@@ -280,7 +280,7 @@ def test_deep_link_opens_document_and_highlights_chunk(ui):
 def test_document_chunks_are_escaped_and_delete_drops_counts(ui):
     store = ingest(ui)
     evil = next(d for d in store.documents("uitest") if d.source == "evil.md")
-    at = open_app("pages/documents.py")
+    at = open_app("views/documents.py")
     docs_table = at.dataframe[0].value
     assert sorted(docs_table["file"]) == sorted(DOCS) and list(docs_table.columns) == ["file", "pages", "chunks", "OCR pages", "ingested at", "hash"]
     at.text_input(key="docs-filter").set_value("evil").run()
@@ -297,7 +297,7 @@ def test_document_chunks_are_escaped_and_delete_drops_counts(ui):
     assert at.dataframe[0].value.empty  # the filter "evil" matches nothing now
     at.text_input(key="docs-filter").set_value("").run()
     assert sorted(at.dataframe[0].value["file"]) == sorted(set(DOCS) - {"evil.md"})
-    at.switch_page("pages/library.py")
+    at.switch_page("views/library.py")
     at.run()
     assert at.dataframe[0].value["documents"].tolist() == [len(DOCS) - 1]
     assert [d.source for d in store.documents("uitest")] == sorted(set(DOCS) - {"evil.md"}, key=str)
@@ -307,7 +307,7 @@ def test_reingest_missing_file_says_so(ui):
     store = ingest(ui)
     bread = next(d for d in store.documents("uitest") if d.source == "bread.txt")
     (ui.docs / "bread.txt").unlink()
-    at = open_app("pages/documents.py")
+    at = open_app("views/documents.py")
     next(s for s in at.selectbox if s.label == "Open document").set_value(bread.document_id).run()
     at.button(key="docs-reingest").click().run()
     assert "no longer exists" in texts(at.warning)
@@ -318,7 +318,7 @@ def test_reingest_picks_up_a_changed_file(ui):
     store = ingest(ui)
     bread = next(d for d in store.documents("uitest") if d.source == "bread.txt")
     (ui.docs / "bread.txt").write_text("Sourdough bread needs a starter of flour and water, fed daily.\n", encoding="utf-8")
-    at = open_app("pages/documents.py")
+    at = open_app("views/documents.py")
     next(s for s in at.selectbox if s.label == "Open document").set_value(bread.document_id).run()
     at.button(key="docs-reingest").click().run()
     assert not at.exception and not at.error
@@ -338,7 +338,7 @@ def test_token_limit_badge(ui, monkeypatch):
     doc = next(d for d in store.documents("uitest") if d.source == "long.txt")
     at_limit = [c for c in store.document_chunks("uitest", doc.document_id) if c.token_count + 2 >= 256]
     assert at_limit, "the test text must produce chunks at the limit"
-    at = open_app("pages/documents.py")
+    at = open_app("views/documents.py")
     next(s for s in at.selectbox if s.label == "Open document").set_value(doc.document_id).run()
     badges = [m.value for m in at.markdown if "256-token limit" in m.value]
     assert len(badges) == len(at_limit)
@@ -348,7 +348,7 @@ def test_token_limit_badge(ui, monkeypatch):
 def test_create_rename_delete_collection(ui):
     from ui import md_escape
 
-    at = open_app("pages/library.py")
+    at = open_app("views/library.py")
     at.text_input(key="coll-new-name").set_value("made-here").run()
     at.button(key="coll-create").click().run()
     assert md_escape("Created collection made-here") in texts(at.success)
@@ -368,7 +368,7 @@ def test_create_rename_delete_collection(ui):
 
 def test_rebuild_from_the_page(ui):
     ingest(ui)
-    at = open_app("pages/library.py")
+    at = open_app("views/library.py")
     at.number_input(key="coll-rb-size").set_value(64).run()
     at.number_input(key="coll-rb-overlap").set_value(8).run()
     at.button(key="coll-rb-start").click().run()
@@ -384,7 +384,7 @@ def test_export_then_import_from_the_page(ui):
     from ui import md_escape
 
     ingest(ui)
-    at = open_app("pages/library.py")
+    at = open_app("views/library.py")
     at.button(key="coll-export").click().run()
     name, path = at.session_state["coll-export-path"]
     assert name == "uitest" and zipfile.is_zipfile(path)
@@ -409,7 +409,7 @@ def test_status_reports_each_check_with_fixes(ui):
     from workbench.store import admin
 
     admin.create_collection(store, "other-model", model="bge-small-en", dimensions=384, chunk_size=200, chunk_overlap=32)
-    at = open_app("pages/status.py")
+    at = open_app("views/status.py")
     page = texts(at.markdown)
     assert "✅ **model** · all\\-MiniLM\\-L6\\-v2" in page and "device CPU" in page
     assert "✅ **chroma** · embedded Chroma at" in page
@@ -430,7 +430,7 @@ def test_status_with_a_reachable_ollama(ui, monkeypatch):
         import ui
 
         ui.get_settings.clear()
-        at = open_app("pages/status.py")
+        at = open_app("views/status.py")
         page = texts(at.markdown)
         assert "✅ **ollama** · Ollama 0\\.12\\.6 at" in page and "llama3\\.2\\:latest" in page
         assert "✅ **ollama model** · OLLAMA\\_MODEL 'llama3\\.2' is available" in page

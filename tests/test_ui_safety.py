@@ -70,7 +70,7 @@ def opened(monkeypatch):
 def test_old_collections_deep_link_goes_to_the_documents_page(ui):  # noqa: F811 (the ui fixture)
     store = ingest(ui)
     doc = next(d for d in store.documents("uitest") if d.source == "bread.txt")
-    at = open_app("pages/library.py")
+    at = open_app("views/library.py")
     assert "Collections" in at.title[0].value
     at.query_params.update(collection="uitest", document=doc.document_id, chunk="0")
     at.run()
@@ -92,7 +92,7 @@ def test_upload_same_names_and_bad_names(ui, monkeypatch):  # noqa: F811 (the ui
     monkeypatch.setenv("UPLOAD_PATH", str(ui.tmp / "uploads"))
     control = "\x07\x08\x1b\x7f.txt"  # only an extension is left once the control characters go
     overlong = "harbour-" * 40 + ".txt"  # 324 bytes
-    at = open_app("pages/ingest.py")
+    at = open_app("views/ingest.py")
     uploader = at.file_uploader(key="ingest-uploads")
     uploader.upload("a.txt", b"Alpha file: the lighthouse keeper logs every passing ship.\n", "text/plain")
     uploader.upload("a.txt", b"Beta file: the orchard yields apples and pears in autumn.\n", "text/plain")
@@ -130,7 +130,7 @@ def test_reingest_refuses_a_source_path_outside_the_allowed_folders(ui, opened):
 
     store = ingest(ui)
     archive = archive_pointing_at(store, "uitest", ui.tmp, OUTSIDE)
-    at = open_app("pages/library.py")
+    at = open_app("views/library.py")
     at.file_uploader(key="coll-import-file").upload("evil-archive.zip", archive.read_bytes(), "application/zip")
     at.text_input(key="coll-import-name").set_value("imported").run()
     at.button(key="coll-import").click().run()
@@ -138,7 +138,7 @@ def test_reingest_refuses_a_source_path_outside_the_allowed_folders(ui, opened):
     doc = next(d for d in store.documents("imported") if d.source == "bread.txt")
     assert doc.source_path == str(OUTSIDE)
 
-    at.switch_page("pages/documents.py")
+    at.switch_page("views/documents.py")
     at.run()
     assert at.selectbox(key="docs-collection").value == "imported"
     next(s for s in at.selectbox if s.label == "Open document").set_value(doc.document_id).run()
@@ -207,7 +207,7 @@ def test_start_rebuild_reports_invalid_settings_as_config_errors(ui):  # noqa: F
 
 def test_rebuild_error_is_shown_on_the_page(ui):  # noqa: F811 (the ui fixture)
     ingest(ui)
-    at = open_app("pages/library.py")
+    at = open_app("views/library.py")
     at.number_input(key="coll-rb-size").set_value(32).run()
     at.number_input(key="coll-rb-overlap").set_value(64).run()
     at.button(key="coll-rb-start").click().run()
@@ -248,7 +248,7 @@ def test_document_qa_reads_no_file_outside_and_escapes_candidates(ui, random_qa_
     store = ingest(ui)
     import_collection(store, archive_pointing_at(store, "uitest", ui.tmp, OUTSIDE), name="imported")
     evil = next(d for d in store.documents("imported") if d.source == "evil.md")
-    at = open_app("pages/document_qa.py")
+    at = open_app("views/document_qa.py")
     at.radio[0].set_value("Ingested document").run()
     at.selectbox(key="qa-collection").set_value("imported").run()
     next(s for s in at.selectbox if s.label == "Document").set_value(evil).run()

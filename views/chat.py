@@ -21,7 +21,7 @@ from workbench.errors import OllamaError, WorkbenchError
 PARAM = "conversation"  # query parameter naming the open conversation
 PROMPT_INFO = "chat-prompt-info"  # turn id -> prompt budget of that answer (this session only)
 INTERRUPTED = "the answer was interrupted before it was complete (a new question or a click stopped it)"
-DOCUMENTS_PAGE = "pages/documents.py"  # opens ?collection=&document=&chunk=
+DOCUMENTS_PAGE = "views/documents.py"  # opens ?collection=&document=&chunk=
 _HAS_DOCUMENTS_PAGE = (Path(__file__).parent / "documents.py").exists()
 
 

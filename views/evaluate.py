@@ -13,7 +13,7 @@ from workbench.evaluate import evaluate, generate_questions, is_relevant, parse_
 from workbench.retrieval.search import MODES
 from ui import existing_collection, get_settings, md_escape, query_terms, require_embedder, require_store, show_text
 
-DOCUMENTS_PAGE = "pages/documents.py"  # opens ?collection=&document=&chunk=
+DOCUMENTS_PAGE = "views/documents.py"  # opens ?collection=&document=&chunk=
 state = st.session_state
 
 st.title("📏 Evaluate retrieval")

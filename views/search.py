@@ -19,7 +19,7 @@ from ui import (
     show_text,
 )
 
-DOCUMENTS_PAGE = "pages/documents.py"  # opens ?collection=&document=&chunk=
+DOCUMENTS_PAGE = "views/documents.py"  # opens ?collection=&document=&chunk=
 
 st.title("🔎 Search")
 settings = get_settings()

@@ -1,6 +1,6 @@
 """Collections page (``/collections``): every collection with its counts, model and chunking;
 create, import, rename, delete, rebuild and export. A collection's documents and chunks are on
-the Documents page (``pages/documents.py``).
+the Documents page (``views/documents.py``).
 
 An old deep link ``/collections?collection=NAME&document=ID&chunk=CHUNK`` still works: it is
 passed on to the Documents page.
@@ -32,7 +32,7 @@ from ui import (
     set_active_collection,
 )
 
-DOCUMENTS_PAGE = "pages/documents.py"
+DOCUMENTS_PAGE = "views/documents.py"
 TABS = ["🔁 Rebuild", "⬇️ Export", "✏️ Rename / delete"]
 EXPORT_DIR = Path(tempfile.gettempdir()) / "workbench-exports"
 

@@ -1,6 +1,6 @@
 """Documents page (``/documents``): the documents of one collection, the chunks of a document
 (with the ones at the model's token limit marked), re-ingest of a document from its file, and
-delete. Collections themselves are managed on the Collections page (``pages/library.py``).
+delete. Collections themselves are managed on the Collections page (``views/library.py``).
 
 Deep links (used by Search, Chat and Evaluate): ``?collection=NAME&document=ID&chunk=CHUNK``
 where CHUNK is a chunk id or a chunk index; the chunk is highlighted and scrolled to.
