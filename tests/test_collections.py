@@ -264,3 +264,27 @@ def test_rebuild_rejects_chunk_size_above_model_limit(kb, settings, store, embed
     with pytest.raises(ConfigError, match="CHUNK_SIZE 300"):
         rebuild.rebuild(store, "lib", rebuild.settings_for_rebuild(settings, chunk_size=300), embedder=embedder)
     assert store.collection_names() == ["lib"]
+
+
+def test_rebuild_notices_a_same_size_replacement(kb, settings, store, embedder):
+    """A document replaced by a version with as many chunks leaves count() unchanged; the
+    store's generation still changes, so the rebuild refuses to swap (the change would be lost)."""
+    from workbench.store import records as rec
+
+    victim = store.documents("lib")[0]
+    chroma = store.get_collection("lib")
+
+    def progress(event):
+        if event.kind == "file_done" and event.files_done == 1:  # a writer that ignores the lock
+            rows = store.version_records(chroma, victim.document_id, victim.ingest_key, embeddings=True)
+            key = "f" * 64
+            ids = [rec.chunk_id(victim.document_id, key, int(m["chunk_index"])) for _, _, m, _ in rows]
+            metas = [dict(m, ingest_key=key) for _, _, m, _ in rows]
+            chroma.add(ids=ids, documents=[t for _, t, _, _ in rows], metadatas=metas, embeddings=[e for *_, e in rows])
+            store.delete_version(chroma, victim.document_id, victim.ingest_key)
+
+    before = chroma.count()
+    with pytest.raises(StoreError, match="changed during the rebuild"):
+        rebuild.rebuild(store, "lib", rebuild.settings_for_rebuild(settings, chunk_size=48, chunk_overlap=8), progress, embedder=embedder)
+    assert store.get_collection("lib").count() == before
+    assert store.collection_names() == ["lib"]
