@@ -14,6 +14,7 @@ _PAGES = [  # (file, title, icon, url path; None: from the file name)
     ("views/search.py", "Search", "🔎", None),
     ("views/library.py", "Collections", "🗂️", "collections"),
     ("views/documents.py", "Documents", "📄", "documents"),
+    ("views/source.py", "Source", "📑", "source"),
     ("views/chat.py", "Chat", "💬", None),
     ("views/document_qa.py", "Document QA", "❓", None),
     ("views/evaluate.py", "Evaluate", "📏", None),

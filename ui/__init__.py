@@ -286,6 +286,22 @@ def score_text(hit) -> str:
     return f"cosine `{hit.score:.3f}`"
 
 
+def span_html(text: str, start: int, end: int) -> str:
+    """``text`` as one safe HTML block, like :func:`text_html`, with characters [start, end)
+    wrapped in ``<mark class="wb-span">``. Each piece is ``html.escape``d before the tags are
+    added; newlines become ``<br>``."""
+    start = max(0, min(start, len(text)))
+    end = max(start, min(end, len(text)))
+
+    def body(piece: str) -> str:
+        return html.escape(piece).replace("$", "&#36;").replace("\r", "").replace("\n", "<br>")
+
+    return (
+        '<div class="wb-text" style="white-space: pre-wrap; overflow-wrap: anywhere">'
+        f'{body(text[:start])}<mark class="wb-span">{body(text[start:end])}</mark>{body(text[end:])}</div>'
+    )
+
+
 def show_text(text: str, terms: list[str] | tuple[str, ...] = ()) -> None:
     """Render document text escaped (see :func:`text_html`), with ``terms`` highlighted."""
     st.markdown(text_html(text, terms), unsafe_allow_html=True)

@@ -22,7 +22,9 @@ PARAM = "conversation"  # query parameter naming the open conversation
 PROMPT_INFO = "chat-prompt-info"  # turn id -> prompt budget of that answer (this session only)
 INTERRUPTED = "the answer was interrupted before it was complete (a new question or a click stopped it)"
 DOCUMENTS_PAGE = "views/documents.py"  # opens ?collection=&document=&chunk=
+SOURCE_PAGE = "views/source.py"  # the same link: the cited chunk on its page
 _HAS_DOCUMENTS_PAGE = (Path(__file__).parent / "documents.py").exists()
+_HAS_SOURCE_PAGE = (Path(__file__).parent / "source.py").exists()
 
 
 @st.cache_data(ttl=15, show_spinner=False)
@@ -60,10 +62,11 @@ def show_turn(turn, show_context: bool) -> None:
                 st.caption(f"This chunk is no longer in the collection `{turn.collection}` (its document was "
                            "re-ingested or deleted). Its text as it was cited:")
             st.text(c.text)
+            params = {"collection": turn.collection, "document": c.document_id, "chunk": c.chunk_id}
+            if _HAS_SOURCE_PAGE and not gone:
+                st.page_link(SOURCE_PAGE, label="Open source page", icon="📑", query_params=params)
             if _HAS_DOCUMENTS_PAGE and not gone:
-                st.page_link(DOCUMENTS_PAGE, label="Open in Documents", icon="📄",
-                             query_params={"collection": turn.collection, "document": c.document_id,
-                                           "chunk": c.chunk_id})
+                st.page_link(DOCUMENTS_PAGE, label="Open in Documents", icon="📄", query_params=params)
     info = st.session_state.get(PROMPT_INFO, {}).get(turn.id)
     if show_context and info:
         with st.expander("Retrieved context and prompt budget"):

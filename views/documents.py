@@ -3,7 +3,8 @@
 delete. Collections themselves are managed on the Collections page (``views/library.py``).
 
 Deep links (used by Search, Chat and Evaluate): ``?collection=NAME&document=ID&chunk=CHUNK``
-where CHUNK is a chunk id or a chunk index; the chunk is highlighted and scrolled to.
+where CHUNK is a chunk id or a chunk index; the chunk is highlighted and scrolled to. Each chunk
+links to its source page (``views/source.py``, the same parameters).
 """
 
 import pandas as pd
@@ -28,6 +29,7 @@ from ui import (
 )
 
 CHUNKS_PER_PAGE = 40
+SOURCE_PAGE = "views/source.py"  # opens ?collection=&document=&chunk= on the chunk's page
 state = st.session_state
 
 # --- deep link ---------------------------------------------------------------------------
@@ -148,7 +150,10 @@ for chunk in chunks[(page - 1) * CHUNKS_PER_PAGE : page * CHUNKS_PER_PAGE]:
         )
         if window and window.at_limit:
             line += f" · :orange-badge[⚠️ at the model's {embedder.max_seq_length}-token limit]"
-        st.markdown(line)
+        head, link = st.columns([4, 1])
+        head.markdown(line)
+        link.page_link(SOURCE_PAGE, label="Open source page", icon="📑",
+                       query_params={"collection": collection, "document": doc.document_id, "chunk": chunk.chunk_id})
         show_text(chunk.text)
 if target_index is not None:
     st.html(

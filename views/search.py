@@ -1,6 +1,6 @@
 """Search page: query, top_k, collection, file filter, min score -> result cards with score,
 file, page, the query terms highlighted in the escaped chunk text, and a link that opens the
-chunk on the Documents page."""
+chunk on the Documents page and one that opens its source page (views/source.py)."""
 
 import streamlit as st
 
@@ -20,6 +20,7 @@ from ui import (
 )
 
 DOCUMENTS_PAGE = "views/documents.py"  # opens ?collection=&document=&chunk=
+SOURCE_PAGE = "views/source.py"  # the same link: the chunk on its page
 
 st.title("🔎 Search")
 settings = get_settings()
@@ -85,10 +86,7 @@ for hit in hits:
             f"**{hit.rank}. {md_escape(hit.file_name)}** · page {hit.page} · chunk {hit.chunk_index} · {score_text(hit)}"
         )
         with link:
-            st.page_link(
-                DOCUMENTS_PAGE,
-                label="Open in Documents",
-                icon="📄",
-                query_params={"collection": collection, "document": hit.document_id, "chunk": hit.chunk_id},
-            )
+            params = {"collection": collection, "document": hit.document_id, "chunk": hit.chunk_id}
+            st.page_link(DOCUMENTS_PAGE, label="Open in Documents", icon="📄", query_params=params)
+            st.page_link(SOURCE_PAGE, label="Open source page", icon="📑", query_params=params)
         show_text(hit.text, terms)
