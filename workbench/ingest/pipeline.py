@@ -29,7 +29,7 @@ from workbench.documents import Chunk, FileResult, IngestEvent, IngestSummary, P
 from workbench.models.embeddings import Embedder
 from workbench.errors import CancelledError, DocumentError
 from workbench.ingest.loaders import file_hash, is_supported, iter_pages
-from workbench.store import Store, collection_lock
+from workbench.store import Store, admin, collection_lock
 from workbench.store import records as rec
 from workbench.store.records import SCHEMA_VERSION, document_id_for, now_iso
 
@@ -283,6 +283,11 @@ def ingest_paths(
 
 
 def _ingest_locked(paths, settings, store, embedder, name, progress, prune, cancel) -> IngestSummary:
+    # A rebuild killed between its swap's two renames leaves only <name>.previous and
+    # <name>.rebuild; opening <name> would create an empty one beside them, and recover then
+    # deleted both as a finished swap (tests/test_faults.py::
+    # test_an_ingest_after_a_swap_killed_midway_loses_nothing). Finish it first: we hold the lock.
+    admin.recover_collection(store, name)
     run = _Run(settings, store, embedder, name, progress, cancel)
     store.repair(name)
     items = discover(paths)

@@ -212,6 +212,12 @@ def recover(store: Store, *, repair: bool = True) -> list[str]:
     return actions
 
 
+def recover_collection(store: Store, name: str) -> list[str]:
+    """:func:`recover` for one collection whose lock the caller already holds (an ingest about to
+    open it): finish or undo an interrupted swap or import of ``name``. One line per action."""
+    return _recover_one(store, name, set(store.collection_names(include_work=True)))
+
+
 def _recover_one(store: Store, base: str, names: set[str]) -> list[str]:
     previous, shadow, importing = base + PREVIOUS_SUFFIX, base + REBUILD_SUFFIX, base + IMPORT_SUFFIX
     out = []
@@ -221,6 +227,13 @@ def _recover_one(store: Store, base: str, names: set[str]) -> list[str]:
             store.client.delete_collection(previous)
             out.append(f"{base}: finished an interrupted swap (the rebuilt collection is in place)")
             names.discard(shadow)
+        elif base in names and shadow in names:
+            # A swap never leaves all three: base was created anew after a kill between the
+            # swap's renames. previous and shadow hold the data; taking this for a finished swap
+            # deleted both (tests/test_faults.py::test_an_ingest_after_a_swap_killed_midway_loses_nothing).
+            log.error("recovery of %s: %s and %s kept beside a new %s", base, previous, shadow, base)
+            kept = f"{base}: kept {previous} and {shadow} (the collection before and after an interrupted rebuild)"
+            return [f"{kept}: {base} was created again meanwhile; rename or export them to keep their documents"]
         elif base in names:
             store.client.delete_collection(previous)
             out.append(f"{base}: deleted {previous} left by a finished swap")
