@@ -177,6 +177,7 @@ def run_cli(args, env_settings, cwd):
     return subprocess.run([sys.executable, "-m", "workbench", *args], env=env, cwd=cwd, capture_output=True, text=True, timeout=600)
 
 
+@pytest.mark.slow
 def test_cli_ingest_search_collections_verify_delete(tmp_path, settings):
     write_docs(settings.knowledge_base_path, SAMPLE_DOCS)
     r = run_cli(["verify"], settings, tmp_path)

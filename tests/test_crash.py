@@ -44,6 +44,7 @@ def long_doc(topic: str, paragraphs: int) -> str:
     )
 
 
+@pytest.mark.slow
 def test_kill_9_mid_ingest_then_repair(tmp_path, embedder):
     settings = make_settings(tmp_path)
     write_docs(settings.knowledge_base_path, {"a-glaciers.md": long_doc("glacier", 120), "b-deserts.md": long_doc("desert", 40)})

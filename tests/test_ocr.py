@@ -157,6 +157,7 @@ def test_unreadable_inputs_fail_with_the_file_name(ocr_settings, corpus_dir, tmp
         ocr_file(tmp_path / "fake.png", ocr_settings)
 
 
+@pytest.mark.slow
 def test_span_boxes_and_drawing_mark_the_answer_lines(ocr_settings, ocr_dir):
     with Image.open(ocr_dir / "tesseract-ocr-test" / "phototest.tif") as image:
         picture = image.convert("RGB")
