@@ -32,6 +32,7 @@ from workbench.ingest.loaders import file_hash, is_supported, iter_pages
 from workbench.store import Store, admin, collection_lock
 from workbench.store import records as rec
 from workbench.store.records import SCHEMA_VERSION, document_id_for, now_iso
+from workbench.store.sentences import fingerprint, sentence_spans
 
 log = logging.getLogger(__name__)
 
@@ -200,7 +201,7 @@ class _Run:
         if not self.buffer:
             return
         batch, self.buffer = self.buffer, []
-        vectors = self.embedder.encode([chunk.header + chunk.text for chunk, _ in batch])
+        vectors = embed_chunks(self.store, self.collection, self.embedder, [(doc.ids[chunk.chunk_index], chunk) for chunk, doc in batch])
         ids = [doc.ids[chunk.chunk_index] for chunk, doc in batch]
         texts = [chunk.text for chunk, _ in batch]
         metas = [
@@ -328,3 +329,20 @@ def _prune(run: _Run, paths: Iterable[Path | SourceFile], heads: dict[str, dict]
         if any(source_path.startswith(root) for root in roots) and not Path(source_path).exists():
             run.store.delete_document(run.name, meta["document_id"])
             run.finish_file(FileResult(str(meta.get("source", "")), "pruned", message="file no longer exists"))
+
+
+def embed_chunks(store: Store, collection, embedder: Embedder, chunks: list[tuple[str, Chunk]]):
+    """Vectors of ``header + text`` of each ``(chunk id, chunk)``: (n, d) float32, L2-normalised,
+    as :meth:`Embedder.encode`. The same encoder pass gives the sentence vectors of every chunk
+    of two or more sentences (:mod:`workbench.store.sentences`), stored now, before the chunks
+    are written and committed; hybrid search computes any that are missing at query time."""
+    texts = [chunk.header + chunk.text for _, chunk in chunks]
+    if not hasattr(embedder, "encode_with_spans"):
+        return embedder.encode(texts)
+    spans = [[(len(c.header) + a, len(c.header) + b) for a, b in sentence_spans(c.text)] for _, c in chunks]
+    vectors, sentence_vectors = embedder.encode_with_spans(texts, spans)
+    store.sentences.put(str(collection.id), [
+        (cid, fingerprint(embedder.name, c.header, c.text), found)
+        for (cid, c), found in zip(chunks, sentence_vectors) if len(found) > 1
+    ])
+    return vectors

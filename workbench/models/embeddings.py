@@ -108,6 +108,46 @@ class Embedder:
             )
         return np.asarray(vectors, dtype=np.float32)
 
+    def encode_with_spans(self, texts: list[str], spans: list[list[tuple[int, int]]]) -> tuple[np.ndarray, list[np.ndarray]]:
+        """One encoder pass over ``texts`` giving their vectors and vectors of parts of them.
+
+        Returns ``(vectors, span_vectors)``: ``vectors`` as :meth:`encode` ((n, dimension)
+        float32, L2-normalised); ``span_vectors[i]``: (len(spans[i]), dimension) float32, row j
+        the L2-normalised mean of the model's output token vectors of ``texts[i]`` whose
+        characters lie inside ``spans[i][j]`` (``(start, end)`` character offsets), or
+        ``vectors[i]`` for a span without a whole token (e.g. cut off by ``max_seq_length``).
+        Texts are encoded longest first in calls of 4 batches, so token vectors of at most
+        4 x EMBEDDING_BATCH_SIZE texts are held at once. Thread-safe like :meth:`encode`."""
+        n = len(texts)
+        vectors = np.zeros((n, self.dimension), dtype=np.float32)
+        span_vectors: list[np.ndarray] = [np.zeros((len(s), self.dimension), dtype=np.float32) for s in spans]
+        order = sorted(range(n), key=lambda i: -len(texts[i]))
+        step = max(1, self.batch_size * 4)
+        for lo in range(0, n, step):
+            part = order[lo : lo + step]
+            batch = [texts[i] for i in part]
+            offsets = self.tokenizer(batch, return_offsets_mapping=True, truncation=True, max_length=self.max_seq_length)["offset_mapping"]
+            with self._encode_lock:
+                outputs = self.model.encode(batch, batch_size=self.batch_size, output_value=None, show_progress_bar=False)
+            for i, out, offs in zip(part, outputs, offsets):
+                length = int(out["attention_mask"].sum())
+                tokens = out["token_embeddings"][:length].float().numpy()
+                vector = out["sentence_embedding"].float().numpy()
+                vectors[i] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+                starts = np.array([a for a, b in offs], dtype=np.int64)
+                ends = np.array([b for a, b in offs], dtype=np.int64)
+                real = ends > starts  # special tokens have empty offsets
+                if len(offs) != length:  # another tokenization than the model's: no token is trusted
+                    real[:] = False
+                for j, (a, b) in enumerate(spans[i]):
+                    inside = real & (starts >= a) & (ends <= b)
+                    if inside.any():
+                        pooled = tokens[inside].mean(axis=0)
+                        span_vectors[i][j] = pooled / max(float(np.linalg.norm(pooled)), 1e-12)
+                    else:
+                        span_vectors[i][j] = vectors[i]
+        return vectors, span_vectors
+
     def count_tokens(self, text: str) -> int:
         """Number of model tokens in ``text``, special tokens ([CLS], [SEP]) excluded."""
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -6,11 +6,14 @@
 metadata, the commit flag, which version is current) is :mod:`workbench.store.records`. Writing
 is two-phase: :meth:`Store.write_chunks` (uncommitted), then :meth:`Store.commit_versions` (the
 other chunks first, the heads last, several documents' heads in one call), so a killed run
-never leaves a partial document searchable; :meth:`Store.repair` removes what it left.
+never leaves a partial document searchable; :meth:`Store.repair` removes what it left. Every
+change of the committed chunks gives the collection a new :meth:`Store.revision`, and deleting
+chunks deletes their sentence vectors (:mod:`workbench.store.sentences`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -21,6 +24,7 @@ from workbench.config import Settings
 from workbench.errors import CollectionMismatchError, StoreError
 from workbench.store import records as rec
 from workbench.store.records import SCHEMA_VERSION, now_iso
+from workbench.store.sentences import SentenceVectors, sidecar_root
 from workbench.documents import DocumentInfo, Hit
 
 log = logging.getLogger(__name__)
@@ -94,6 +98,8 @@ class Store:
                 )
             ) from exc
         self.max_batch = int(self.client.get_max_batch_size())
+        #: Sentence vectors of the chunks, beside the store (:mod:`workbench.store.sentences`).
+        self.sentences = SentenceVectors(sidecar_root(settings))
 
     # --- collections ---------------------------------------------------------------
     @property
@@ -176,8 +182,9 @@ class Store:
     def delete_collection(self, name: str) -> None:
         """Delete a collection and all its chunks; StoreError if it does not exist. Indexes
         derived from it (BM25) are the retrieval layer's to drop."""
-        self.get_collection(name)
+        collection_id = str(self.get_collection(name).id)
         self.client.delete_collection(name)
+        self.sentences.drop(collection_id)
 
     # --- reading -----------------------------------------------------------------------------
     @staticmethod
@@ -201,6 +208,31 @@ class Store:
             digest.update(head.encode())
             digest.update(b"\n")
         return digest.hexdigest()
+
+    @staticmethod
+    def revision(collection) -> str | None:
+        """``"<collection id>:<token>"``, read from the collection's metadata (no query; pass a
+        collection just fetched with :meth:`get_collection`). Every change of the committed
+        chunks made through this class (commit, delete, repair) leaves a new token, so an equal
+        revision means the same committed chunks, as an equal :meth:`generation` does. None
+        while a change is under way, and after a kill interrupted one until :meth:`repair`
+        runs: use :meth:`generation` then. Writers hold the collection lock, so changes do not
+        overlap."""
+        return rec.revision_of(str(collection.id), collection.metadata)
+
+    @contextlib.contextmanager
+    def _changing(self, collection) -> Iterator[None]:
+        """Mark the revision "changing" around a change of the committed chunks, then give it a
+        new token (also when the change raised: the chunks may have changed anyway)."""
+        self._set_revision(collection, changing=True)
+        try:
+            yield
+        finally:
+            self._set_revision(collection, changing=False)
+
+    def _set_revision(self, collection, *, changing: bool) -> None:
+        fresh = self.client.get_collection(collection.name, embedding_function=None)  # the other keys as they are now
+        fresh.modify(metadata={**(fresh.metadata or {}), rec.REVISION_KEY: rec.new_revision(changing=changing)})
 
     def committed_chunks(self, collection, *, include_embeddings: bool = False) -> Iterator[tuple[str, str, dict]]:
         """Every chunk of the current committed version of each document: ``(id, text,
@@ -315,15 +347,20 @@ class Store:
             part = rest[i : i + step]
             collection.update(ids=part, metadatas=[dict(rec.COMMITTED)] * len(part))
         heads = [(ids[0], summary) for ids, summary in versions if ids]
-        for i in range(0, len(heads), step):
-            part = heads[i : i + step]
-            collection.update(ids=[h for h, _ in part], metadatas=[s for _, s in part])
+        with self._changing(collection):
+            for i in range(0, len(heads), step):
+                part = heads[i : i + step]
+                collection.update(ids=[h for h, _ in part], metadatas=[s for _, s in part])
 
-    def delete_ids(self, collection, ids: Sequence[str]) -> int:
-        """Delete records by id in requests of at most ``max_batch``; returns how many."""
+    def delete_ids(self, collection, ids: Sequence[str], *, committed: bool = True) -> int:
+        """Delete records by id in requests of at most ``max_batch``, then their sentence
+        vectors; returns how many. ``committed=False`` promises that no committed chunk is
+        among them (the revision is then kept)."""
         ids = list(ids)
-        for i in range(0, len(ids), self.max_batch):
-            collection.delete(ids=ids[i : i + self.max_batch])
+        with self._changing(collection) if committed and ids else contextlib.nullcontext():
+            for i in range(0, len(ids), self.max_batch):
+                collection.delete(ids=ids[i : i + self.max_batch])
+        self.sentences.delete(str(collection.id), ids)
         return len(ids)
 
     def delete_version(self, collection, document_id: str, ingest_key: str) -> int:
@@ -332,7 +369,8 @@ class Store:
         ids = collection.get(where=rec.version_where(document_id, ingest_key), include=[])["ids"]
         head = rec.head_id(document_id, ingest_key)
         ordered = ([head] if head in ids else []) + [i for i in ids if i != head]
-        return self.delete_ids(collection, ordered)
+        committed = head in ids and bool(collection.get(ids=[head], where=rec.COMMITTED, include=[])["ids"])
+        return self.delete_ids(collection, ordered, committed=committed)
 
     def delete_document(self, name: str, document_id: str) -> int:
         """Delete every chunk of a document (all versions, heads first); returns how many were
@@ -345,7 +383,8 @@ class Store:
     def repair(self, name: str) -> int:
         """Remove what an interrupted ingest or delete left: every version whose head is not
         committed, committed versions superseded by a newer one, and orphan chunks whose head
-        is gone. Returns the number of chunks removed. Idempotent. Call it only while holding
+        is gone; then the sentence vectors of chunks no longer stored, and a revision a killed
+        change left "changing" gets a new token. Returns the number of chunks removed. Idempotent. Call it only while holding
         the collection lock (:func:`workbench.store.locks.collection_lock`): it would delete
         another process's ingest in progress."""
         collection = self.get_collection(name)
@@ -362,14 +401,22 @@ class Store:
                 removed += self.delete_version(collection, document_id, stale["ingest_key"])
         heads = {rec.head_id_of(m) for m in self.committed_heads(collection)}
         orphans: list[str] = []
+        kept: set[str] = set()
         offset = 0
         while True:
             got = collection.get(include=["metadatas"], limit=PAGE, offset=offset)
-            orphans += [cid for cid, m in zip(got["ids"], got["metadatas"]) if rec.head_id_of(m or {}) not in heads]
+            for cid, m in zip(got["ids"], got["metadatas"]):
+                if rec.head_id_of(m or {}) in heads:
+                    kept.add(cid)
+                else:
+                    orphans.append(cid)
             if len(got["ids"]) < PAGE:
                 break
             offset += PAGE
-        removed += self.delete_ids(collection, orphans)
+        removed += self.delete_ids(collection, orphans, committed=False)
+        self.sentences.delete(str(collection.id), self.sentences.ids(str(collection.id)) - kept)
+        if self.revision(self.get_collection(name)) is None:  # a change was killed midway
+            self._set_revision(collection, changing=False)
         if removed:
             log.warning("repaired collection %s: removed %d chunks of unfinished ingests or deletes", name, removed)
         return removed

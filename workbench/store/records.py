@@ -22,6 +22,7 @@ A chunk is one Chroma record: id, text (``documents``), embedding and a flat met
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
 from typing import Any
@@ -111,6 +112,25 @@ def head_summary(*, pages: int, chunks: int, ocr_pages: int) -> dict[str, Any]:
 
 
 COMMITTED = {COMMIT_FLAG: True}
+
+#: Collection metadata key of the revision token (:meth:`workbench.store.Store.revision`).
+REVISION_KEY = "workbench_revision"
+#: Prefix of a revision token written before a change and replaced after it: while it stands
+#: (a change under way, or one a kill interrupted) the revision is unknown.
+_CHANGING = "changing-"
+
+
+def new_revision(*, changing: bool = False) -> str:
+    """A fresh revision token (random, never reused); marked as a change under way with ``changing``."""
+    return (_CHANGING if changing else "") + uuid.uuid4().hex
+
+
+def revision_of(collection_id: str, metadata: dict[str, Any] | None) -> str | None:
+    """``"<collection id>:<token>"`` from a collection's id and metadata, or None while the
+    token marks a change under way. A collection that never had a token has revision
+    ``"<collection id>:"``."""
+    token = str((metadata or {}).get(REVISION_KEY, ""))
+    return None if token.startswith(_CHANGING) else f"{collection_id}:{token}"
 
 
 def version_order(meta: dict[str, Any]) -> tuple[str, str]:
