@@ -128,7 +128,8 @@ class Store:
         A new collection records model, dimension and chunk settings in its metadata (cosine
         space). An existing one built with another model or dimension raises
         CollectionMismatchError naming both; other chunk settings are recorded (documents then
-        re-chunk on ingest because their ingest key changes).
+        re-chunk on ingest because their ingest key changes). A missing one is not created while
+        an interrupted swap left ``<name>.previous``: StoreError says to run recover.
         """
         check_collection_name(name)
         if self.has_collection(name):
@@ -147,6 +148,15 @@ class Store:
                 meta.update(embedding_model=model, embedding_dimensions=dimensions)
                 collection.modify(metadata=meta)
             return collection
+        if self.has_collection(name + PREVIOUS_SUFFIX):
+            # A rebuild killed between its swap's two renames left <name>.previous and
+            # <name>.rebuild but no <name>: a new empty <name> beside them is what recover took
+            # for a finished swap, deleting both (tests/test_faults.py::
+            # test_an_ingest_after_a_swap_killed_midway_loses_nothing). Recover first.
+            raise StoreError(
+                f"collection {name!r} is in the middle of a swap that an interrupted rebuild left; "
+                "run `python -m workbench recover` (the app does it at start-up)"
+            )
         return self.client.create_collection(
             name,
             configuration={"hnsw": {"space": "cosine"}},
