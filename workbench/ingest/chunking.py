@@ -19,10 +19,20 @@ most ``max_seq_length - 2 - CHUNK_SIZE`` tokens (54 by default), so header + pie
 Measured on the SQuAD dev articles (``benchmarks/search.py``): against the splitter alone at
 200/32 with no header, hybrid recall@5 / MRR@10 went from 0.939 / 0.828 to 0.952 / 0.847 with
 whole paragraphs and the title header (and BM25 stemming), before fusion weights.
+
+Long texts are split window by window (:meth:`Chunker.split`): the splitter's cost grows faster
+than the text (on a 300 KB single line without sentence ends it took 3.3 s, on 10 MB ~11 min),
+so a paragraph longer than SPLIT_WINDOW_CHARS is cut at whitespace into windows and each window
+is split alone; the last piece of a window is dropped and the next window starts where it began,
+so the pieces are those of one call over the whole text (identical on the corpora tried) and cost
+time in proportion to its length. A paragraph longer than MAX_WHOLE_CHARS is never kept whole
+(its tokens are not counted in full), and no piece is longer than SPLIT_WINDOW_CHARS characters,
+even a text without spaces that the tokenizer reads as one unknown token.
 """
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import re
 from collections.abc import Iterator
@@ -37,6 +47,11 @@ from workbench.errors import ConfigError
 SPECIAL_TOKENS = 2
 #: Version of the chunking rules; part of every ingest key, so a change re-chunks documents.
 CHUNKER_VERSION = "2-paragraphs-header"
+
+#: Characters of a long paragraph split per splitter call (see module docstring).
+SPLIT_WINDOW_CHARS = 16_000
+#: Longest paragraph (characters) kept whole when its tokens fit: ~10x what 254 tokens of prose take.
+MAX_WHOLE_CHARS = 12_000
 
 _PARAGRAPH_BREAK = re.compile(r"\n[ \t]*\n\s*")
 _MD_HEADING = re.compile(r"^[ ]{0,3}#{1,6}[ \t]+(.+?)[ \t]*#*[ \t]*$", re.MULTILINE)
@@ -86,6 +101,7 @@ class Chunker:
         self._splitter = TextSplitter.from_huggingface_tokenizer(
             tokenizer, capacity=chunk_size, overlap=chunk_overlap, trim=True
         )
+        self._headers: dict[tuple[str, str], tuple[str, int]] = {}
 
     def count_tokens(self, text: str) -> int:
         """Model tokens in ``text``, special tokens excluded."""
@@ -93,28 +109,65 @@ class Chunker:
 
     def header(self, title: str, section: str) -> str:
         """The context header, cut to ``header_budget`` tokens (at a token boundary)."""
+        return self._header(title, section)[0]
+
+    def header_tokens(self, title: str, section: str) -> int:
+        """Model tokens of :meth:`header` (special tokens excluded)."""
+        return self._header(title, section)[1]
+
+    def _header(self, title: str, section: str) -> tuple[str, int]:
+        key = (title, section)
+        cached = self._headers.get(key)
+        if cached is None:
+            if len(self._headers) > 4096:  # one entry per section: bounded for pathological input
+                self._headers.clear()
+            cached = self._headers[key] = self._make_header(title, section)
+        return cached
+
+    def _make_header(self, title: str, section: str) -> tuple[str, int]:
         if not self.context or self.header_budget <= 0:
-            return ""
+            return "", 0
         text = context_header(title, section)
         encoding = self.tokenizer.encode(text, add_special_tokens=False)
         if len(encoding.ids) <= self.header_budget:
-            return text
-        return text[: encoding.offsets[self.header_budget - 1][1]].rstrip() + "\n"
+            return text, len(encoding.ids)
+        text = text[: encoding.offsets[self.header_budget - 1][1]].rstrip() + "\n"
+        return text, self.count_tokens(text)
 
-    def pieces(self, text: str, header_tokens=lambda start: 0, *, markdown: bool = False) -> Iterator[tuple[int, str]]:
-        """``(start, piece)`` of one page's text: whole paragraphs, long ones split, small ones
+    def split(self, body: str) -> Iterator[tuple[int, str]]:
+        """``(offset, piece)`` of ``body`` split by the splitter (at most ``chunk_size`` tokens
+        each, ``chunk_overlap`` overlap), window by window when it is longer than
+        SPLIT_WINDOW_CHARS (see module docstring); pieces are trimmed and in order."""
+        size, pos = len(body), 0
+        while pos < size:
+            end = min(size, pos + SPLIT_WINDOW_CHARS)
+            if end < size:  # cut at the last whitespace of the window's second half, if any
+                cut = max(body.rfind(sep, pos + SPLIT_WINDOW_CHARS // 2, end) for sep in ("\n", " ", "\t"))
+                end = cut if cut > pos else end
+            pieces = self._splitter.chunk_indices(body[pos:end])
+            if end < size and len(pieces) > 1:
+                pieces, resume = pieces[:-1], pos + pieces[-1][0]  # the cut piece starts the next window
+            else:
+                resume = end
+            for offset, piece in pieces:
+                yield pos + offset, piece
+            pos = max(resume, pos + 1)
+
+    def pieces(self, text: str, header_tokens=lambda start: 0, *, markdown: bool = False) -> Iterator[tuple[int, str, int | None]]:
+        """``(start, piece, tokens)`` of one page's text (``tokens``: the piece's model tokens
+        when already counted, else None): whole paragraphs, long ones split, small ones
         joined (see module docstring). With ``markdown``, a heading starts a new piece and stays
         with the paragraph below it. ``header_tokens(start)`` is the header size for a piece
         starting at ``start``."""
         units: list[dict] = []
         for start, end in _paragraphs(text):
             body = text[start:end]
-            tokens = self.count_tokens(body)
+            tokens = self.count_tokens(body) if len(body) <= MAX_WHOLE_CHARS else self.window + 1
             if tokens + header_tokens(start) <= self.window:
                 heading = markdown and bool(_MD_HEADING.fullmatch(body))
                 units.append(dict(start=start, end=end, tokens=tokens, whole=True, heading=heading, body=not heading))
             else:
-                for offset, piece in self._splitter.chunk_indices(body):
+                for offset, piece in self.split(body):
                     if piece.strip():
                         units.append(dict(start=start + offset, end=start + offset + len(piece), whole=False, body=True))
         merged: list[dict] = []
@@ -129,14 +182,14 @@ class Chunker:
                     limit = self.chunk_size
                 else:
                     limit = -1
-                if limit > 0:
+                if limit > 0 and unit["end"] - last["start"] <= MAX_WHOLE_CHARS:
                     joined = self.count_tokens(text[last["start"] : unit["end"]])
                     if joined <= limit:
                         last.update(end=unit["end"], tokens=joined, body=last["body"] or unit["body"])
                         continue
             merged.append(unit)
         for unit in merged:
-            yield unit["start"], text[unit["start"] : unit["end"]]
+            yield unit["start"], text[unit["start"] : unit["end"]], unit.get("tokens")
 
     def chunk_pages(
         self,
@@ -156,16 +209,17 @@ class Chunker:
         for page in pages:
             if title is None:
                 title = document_title(file_name, page.title or page.section)
-            headings = [(m.start(), m.group(1)) for m in _MD_HEADING.finditer(page.text)] if markdown else []
+            found = [(m.start(), m.group(1)) for m in _MD_HEADING.finditer(page.text)] if markdown else []
+            positions, names = [pos for pos, _ in found], [name for _, name in found]
 
-            def section_at(start: int, page=page, headings=headings) -> str:
-                above = [h for pos, h in headings if pos <= start]
-                return above[-1] if above else page.section
+            def section_at(start: int, page=page, positions=positions, names=names) -> str:
+                above = bisect.bisect_right(positions, start)
+                return names[above - 1] if above else page.section
 
             def header_tokens(start: int) -> int:
-                return self.count_tokens(self.header(title, section_at(start)))
+                return self.header_tokens(title, section_at(start))
 
-            for start, text in self.pieces(page.text, header_tokens, markdown=markdown):
+            for start, text, tokens in self.pieces(page.text, header_tokens, markdown=markdown):
                 if not text.strip():
                     continue
                 section = section_at(start)
@@ -177,7 +231,7 @@ class Chunker:
                     chunk_index=index,
                     start=start,
                     end=start + len(text),
-                    token_count=self.count_tokens(text),
+                    token_count=self.count_tokens(text) if tokens is None else tokens,
                     content_hash=hashlib.sha256(text.encode("utf-8")).hexdigest(),
                     text=text,
                     section=section,

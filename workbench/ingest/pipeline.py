@@ -6,10 +6,16 @@ file name); its ``document_id`` and chunk ids are the store's
 chunk overlap, model, dimension, schema, chunker version, chunk context header on/off): an equal
 key means "unchanged, skip"; another key means "changed, replace".
 
-Chunks of several small files share one encode batch (throughput), and the documents that are
-complete after a batch are committed together (:meth:`workbench.store.Store.commit_versions`),
-each still atomically, so a killed run never leaves a partial document searchable; the next
-run (or start-up) repairs what it left. Every run holds the collection lock.
+Two threads: a reader (:class:`_Reader`) hashes, loads and chunks the files in order, ahead of
+the encoder, into a bounded queue; the calling thread embeds and writes (the encoder releases the
+GIL, so reading and chunking run while it computes). Chunks of many files share one *window*
+(FLUSH_WINDOW encode batches): it is sorted by length and embedded in calls of ENCODE_CALL
+batches (little padding, as in one call over everything; progress and cancellation between
+calls), written uncommitted, and then every document complete after the window is committed
+together (:meth:`workbench.store.Store.commit_versions`), each still atomically, so a killed run
+never leaves a partial document searchable; the next run (or start-up) repairs what it left.
+When the reader falls behind (OCR, a slow disk), what is buffered is embedded meanwhile. Every
+run holds the collection lock; the reader never touches the store.
 """
 
 from __future__ import annotations
@@ -17,6 +23,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import queue
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -37,6 +44,18 @@ from workbench.store.sentences import fingerprint, sentence_spans
 log = logging.getLogger(__name__)
 
 ProgressCallback = Callable[[IngestEvent], None]
+
+#: Encode batches (EMBEDDING_BATCH_SIZE chunks each) per encode call: the progress and
+#: cancellation step (256 chunks at batch 32: ~2-10 s on 2 cores).
+ENCODE_CALL = 8
+#: Encode batches buffered, sorted by length and embedded together (2,048 chunks at batch 32).
+#: Padding, in tokens over the real ones: 1.13x in unsorted calls of 512 short chunks of
+#: one-paragraph files, 1.03x in windows of 2,048, 1.01x for one call over everything.
+FLUSH_WINDOW = 64
+#: Chunks per message from the reader, and messages it may hold ahead of the encoder.
+READ_GROUP, READ_AHEAD = 64, 64
+#: Seconds without a message from the reader after which buffered chunks are embedded anyway.
+READER_STALL_S = 0.2
 
 
 @dataclass(frozen=True)
@@ -73,15 +92,17 @@ def discover(paths: Iterable[Path | SourceFile]) -> list[SourceFile]:
     return found
 
 
-@dataclass
+@dataclass(eq=False)
 class _Doc:
     file: SourceFile
+    size: int
     document_id: str
     key: str
     content_hash: str
     ingested_at: str
     replaces: str | None
     started: float
+    source_path: str
     ids: list[str] = field(default_factory=list)
     pages: int = 0
     ocr_pages: int = 0
@@ -89,8 +110,114 @@ class _Doc:
     chunked: bool = False
 
 
+class _Stopped(Exception):
+    """The reader was told to stop (cancel, or the run ended early)."""
+
+
+class _Reader:
+    """Hash, load and chunk ``items`` in a thread, in order, ahead of the encoder.
+
+    It sends lists of messages on ``queue`` (bounded: READ_AHEAD lists of about READ_GROUP
+    chunks or messages; a list also goes when 0.1 s passed since the last): per file,
+    ``("unchanged", file, size, head)``, or ``("chunks", doc, [Chunk], done)`` one or more times
+    (``done`` on the last), possibly followed by ``("failed", file, size, doc | None, message)``;
+    at the end ``("end",)``, or ``("error", exc)`` for an unexpected exception. Cancel is
+    checked per page; :meth:`close` stops and joins the thread.
+    """
+
+    def __init__(self, run: _Run, items: list[tuple[SourceFile, int]], heads: dict[str, dict]):
+        self.run, self.items, self.heads = run, items, heads
+        self.queue: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._work, name="ingest-reader", daemon=True)
+        self.pending: list[tuple] = []
+        self.pending_chunks = 0
+        self.sent_at = time.perf_counter()
+
+    def start(self) -> _Reader:
+        self.thread.start()
+        return self
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+
+    def _stopped(self) -> bool:
+        return self.stop.is_set() or self.run.cancel.is_set()
+
+    def _send(self, message: tuple, chunks: int = 0, *, now: bool = False) -> None:
+        self.pending.append(message)
+        self.pending_chunks += chunks
+        if not (now or self.pending_chunks >= READ_GROUP or len(self.pending) >= READ_GROUP or time.perf_counter() - self.sent_at > 0.1):
+            return
+        batch, self.pending, self.pending_chunks = self.pending, [], 0
+        while True:
+            if self._stopped():
+                raise _Stopped
+            try:
+                self.queue.put(batch, timeout=0.1)
+                self.sent_at = time.perf_counter()
+                return
+            except queue.Full:
+                continue
+
+    def _work(self) -> None:
+        try:
+            for file, size in self.items:
+                self._file(file, size)
+            self._send(("end",), now=True)
+        except _Stopped:
+            pass
+        except BaseException as exc:  # noqa: BLE001 - handed to the calling thread, raised there
+            try:
+                self._send(("error", exc), now=True)
+            except _Stopped:
+                pass
+
+    def _file(self, file: SourceFile, size: int) -> None:
+        run = self.run
+        started = time.perf_counter()
+        document_id = document_id_for(file.source)
+        try:
+            content_hash = file_hash(file.path)
+        except OSError as exc:
+            self._send(("failed", file, size, None, f"{file.path.name}: {exc.strerror or exc}"))
+            return
+        key = ingest_key_for(content_hash, run.settings, run.embedder.name, run.embedder.dimension)
+        head = self.heads.get(document_id)
+        if head and head.get("ingest_key") == key:
+            self._send(("unchanged", file, size, head))
+            return
+        doc = _Doc(file, size, document_id, key, content_hash, now_iso(), head.get("ingest_key") if head else None, started, str(file.path.resolve()))
+        group: list[Chunk] = []
+        try:
+            for chunk in run.chunker.chunk_pages(
+                self._pages(iter_pages(file.path, run.settings), doc),
+                document_id=document_id,
+                source=file.source,
+                file_name=file.path.name,
+            ):
+                group.append(chunk)
+                if len(group) >= READ_GROUP:
+                    self._send(("chunks", doc, group, False), len(group))
+                    group = []
+        except (OSError, DocumentError) as exc:
+            message = str(exc) if isinstance(exc, DocumentError) else f"{file.path.name}: {exc.strerror or exc}"
+            self._send(("failed", file, size, doc, message))
+            return
+        self._send(("chunks", doc, group, True), len(group))
+
+    def _pages(self, pages: Iterator[Page], doc: _Doc) -> Iterator[Page]:
+        for page in pages:
+            if self._stopped():  # per page: a long PDF or OCR run stops within one page
+                raise _Stopped
+            doc.pages += 1
+            doc.ocr_pages += int(page.ocr)
+            yield page
+
+
 class _Run:
-    """State of one ingestion run; see :func:`ingest_paths`."""
+    """State of one ingestion run (the calling thread's side); see :func:`ingest_paths`."""
 
     def __init__(self, settings, store, embedder, name, progress, cancel):
         self.settings, self.store, self.embedder, self.name = settings, store, embedder, name
@@ -106,13 +233,10 @@ class _Run:
         self.chunker = Chunker(
             embedder.backend_tokenizer, settings.chunk_size, settings.chunk_overlap, embedder.max_seq_length, context=settings.chunk_context
         )
-        # Chunks per encode call. sentence-transformers sorts one call's texts by length before
-        # batching, so a bigger call pads less: on shared/corpus/text (2,660 chunks) padded
-        # tokens are 1.19x the real ones in calls of 128, 1.06x in calls of 512 (1.01x for one
-        # call over everything). One call of 512 takes ~5-25 s on 2 cores, the progress step.
-        self.flush_size = max(embedder.batch_size * 16, 64)
+        self.encode_size = max(embedder.batch_size * ENCODE_CALL, 32)
+        self.flush_size = max(embedder.batch_size * FLUSH_WINDOW, self.encode_size)
         self.buffer: list[tuple[Chunk, _Doc]] = []
-        self.open_docs: list[_Doc] = []
+        self.open_docs: dict[int, _Doc] = {}
         self.summary = IngestSummary(collection=name)
         self.t0 = time.perf_counter()
         self.chunks_done = 0
@@ -149,44 +273,50 @@ class _Run:
         if self.cancel.is_set():
             raise CancelledError("ingestion cancelled")
 
-    # --- one file --------------------------------------------------------------------
-    def ingest_file(self, file: SourceFile, heads: dict[str, dict]) -> None:
-        started = time.perf_counter()
-        document_id = document_id_for(file.source)
-        content_hash = file_hash(file.path)
-        key = ingest_key_for(content_hash, self.settings, self.embedder.name, self.embedder.dimension)
-        head = heads.get(document_id)
-        if head and head.get("ingest_key") == key:
-            self.bytes_done += _size(file.path)
-            self.finish_file(FileResult(file.source, "unchanged", int(head.get("doc_chunks", 0)), int(head.get("doc_pages", 0)), int(head.get("doc_ocr_pages", 0)), seconds=time.perf_counter() - started))
-            return
-        doc = _Doc(file, document_id, key, content_hash, now_iso(), head.get("ingest_key") if head else None, started)
-        self.open_docs.append(doc)
-        try:
-            for chunk in self.chunker.chunk_pages(
-                self._count_pages(iter_pages(file.path, self.settings), doc),
-                document_id=document_id,
-                source=file.source,
-                file_name=file.path.name,
-            ):
-                doc.ids.append(rec.chunk_id(document_id, key, chunk.chunk_index))
-                self.buffer.append((chunk, doc))
-                if len(self.buffer) >= self.flush_size:
-                    self.flush()
-                    self.check_cancel()
-        except DocumentError as exc:
-            self.rollback(doc)
-            self.finish_file(FileResult(file.source, "failed", message=str(exc), seconds=time.perf_counter() - started))
-            return
-        doc.chunked = True
-        self.commit_ready()
+    # --- the reader's messages -------------------------------------------------------------
+    def consume(self, reader: _Reader) -> None:
+        """Handle the reader's messages until its end; embed and write as chunks arrive."""
+        while True:
+            self.check_cancel()
+            try:
+                messages = reader.queue.get(timeout=READER_STALL_S)
+            except queue.Empty:
+                if len(self.buffer) >= self.encode_size:  # the reader is slow: keep the encoder busy
+                    self.flush(self.encode_size)
+                continue
+            for message in messages:
+                if message[0] == "end":
+                    return
+                self.handle(message)
+            if len(self.buffer) >= self.flush_size:
+                self.flush()
 
-    def _count_pages(self, pages: Iterator[Page], doc: _Doc) -> Iterator[Page]:
-        for page in pages:
-            self.check_cancel()  # per page: a long PDF or OCR run stops within one page
-            doc.pages += 1
-            doc.ocr_pages += int(page.ocr)
-            yield page
+    def handle(self, message: tuple) -> None:
+        kind = message[0]
+        if kind == "error":
+            raise message[1]
+        file = message[1].file if kind == "chunks" else message[1]
+        if file.source != self.current:
+            self.current = file.source
+            self.emit("file_start")
+        if kind == "chunks":
+            _, doc, chunks, done = message
+            self.open_docs.setdefault(id(doc), doc)
+            for chunk in chunks:
+                doc.ids.append(rec.chunk_id(doc.document_id, doc.key, chunk.chunk_index))
+                self.buffer.append((chunk, doc))
+            doc.chunked = done
+        elif kind == "unchanged":
+            _, file, size, head = message
+            self.bytes_done += size
+            self.finish_file(FileResult(file.source, "unchanged", int(head.get("doc_chunks", 0)), int(head.get("doc_pages", 0)), int(head.get("doc_ocr_pages", 0))))
+        elif kind == "failed":
+            _, file, size, doc, text = message
+            if doc is not None and id(doc) in self.open_docs:
+                self.rollback(doc)
+            else:
+                self.bytes_done += size
+            self.finish_file(FileResult(file.source, "failed", message=text, seconds=time.perf_counter() - doc.started if doc else 0.0))
 
     def finish_file(self, result: FileResult) -> None:
         self.summary.results.append(result)
@@ -196,33 +326,38 @@ class _Run:
         self.emit("file_done", result.status, result.message)
 
     # --- writing -------------------------------------------------------------------------
-    def flush(self) -> None:
-        """Embed and write the buffered chunks (uncommitted: complete=False)."""
+    def flush(self, limit: int | None = None) -> None:
+        """Embed and write buffered chunks (uncommitted), longest first, in encode calls of
+        ``encode_size``: all of them, or the ``limit`` longest; then commit what is complete.
+        Cancellation is checked after each call."""
         if not self.buffer:
             return
-        batch, self.buffer = self.buffer, []
-        vectors = embed_chunks(self.store, self.collection, self.embedder, [(doc.ids[chunk.chunk_index], chunk) for chunk, doc in batch])
-        ids = [doc.ids[chunk.chunk_index] for chunk, doc in batch]
-        texts = [chunk.text for chunk, _ in batch]
-        metas = [
-            rec.chunk_metadata(
-                chunk, source_path=str(doc.file.path.resolve()), doc_hash=doc.content_hash,
-                ingest_key=doc.key, ingested_at=doc.ingested_at,
-            )
-            for chunk, doc in batch
-        ]
-        self.store.write_chunks(self.collection, ids, texts, metas, vectors)
-        for _, doc in batch:
-            doc.flushed += 1
-        self.chunks_done += len(batch)
-        self.emit("chunks")
+        self.buffer.sort(key=lambda item: len(item[0].header) + len(item[0].text), reverse=True)
+        if limit is None:
+            batch, self.buffer = self.buffer, []
+        else:
+            batch, self.buffer = self.buffer[:limit], self.buffer[limit:]
+        for lo in range(0, len(batch), self.encode_size):
+            part = batch[lo : lo + self.encode_size]
+            vectors = embed_chunks(self.store, self.collection, self.embedder, [(doc.ids[chunk.chunk_index], chunk) for chunk, doc in part])
+            ids = [doc.ids[chunk.chunk_index] for chunk, doc in part]
+            texts = [chunk.text for chunk, _ in part]
+            metas = [
+                rec.chunk_metadata(chunk, source_path=doc.source_path, doc_hash=doc.content_hash, ingest_key=doc.key, ingested_at=doc.ingested_at)
+                for chunk, doc in part
+            ]
+            self.store.write_chunks(self.collection, ids, texts, metas, vectors)
+            for _, doc in part:
+                doc.flushed += 1
+            self.chunks_done += len(part)
+            self.emit("chunks")
+            self.check_cancel()
+        self.commit_ready()
 
-    def commit_ready(self, force: bool = False) -> None:
+    def commit_ready(self) -> None:
         """Commit every fully chunked document whose chunks are all written, together (see
-        :meth:`Store.commit_versions`); with ``force`` flush the buffer first."""
-        if force:
-            self.flush()
-        ready = [d for d in self.open_docs if d.chunked and d.flushed == len(d.ids)]
+        :meth:`Store.commit_versions`)."""
+        ready = [d for d in self.open_docs.values() if d.chunked and d.flushed == len(d.ids)]
         if not ready:
             return
         self.store.commit_versions(
@@ -232,8 +367,8 @@ class _Run:
         for doc in ready:
             if doc.replaces:
                 self.store.delete_version(self.collection, doc.document_id, doc.replaces)
-            self.open_docs.remove(doc)
-            self.bytes_done += _size(doc.file.path)
+            del self.open_docs[id(doc)]
+            self.bytes_done += doc.size
             self.finish_file(
                 FileResult(doc.file.source, "replaced" if doc.replaces else "added", len(doc.ids), doc.pages, doc.ocr_pages, seconds=time.perf_counter() - doc.started)
             )
@@ -243,9 +378,8 @@ class _Run:
         self.buffer = [(c, d) for c, d in self.buffer if d is not doc]
         if doc.flushed:
             self.store.delete_version(self.collection, doc.document_id, doc.key)
-        if doc in self.open_docs:
-            self.open_docs.remove(doc)
-        self.bytes_done += _size(doc.file.path)
+        if self.open_docs.pop(id(doc), None) is not None:
+            self.bytes_done += doc.size
 
 
 def _size(path: Path) -> int:
@@ -271,8 +405,9 @@ def ingest_paths(
     Each file ends as added / unchanged / replaced / failed (with a message naming it);
     one bad file never stops the batch. With ``prune``, documents that were ingested from a
     folder given here and whose file no longer exists are deleted ("pruned"). Setting
-    ``cancel`` stops after the current batch; unfinished documents are rolled back and
-    ``summary.cancelled`` is True. Progress goes to ``progress`` as IngestEvents.
+    ``cancel`` stops within one page being read or one encode call; unfinished documents are
+    rolled back and ``summary.cancelled`` is True. Progress goes to ``progress`` as
+    IngestEvents, always from the calling thread.
 
     Raises CollectionMismatchError when the collection was built with another model,
     IngestBusyError when another process is writing the same collection (see
@@ -291,30 +426,24 @@ def _ingest_locked(paths, settings, store, embedder, name, progress, prune, canc
     admin.recover_collection(store, name)
     run = _Run(settings, store, embedder, name, progress, cancel)
     store.repair(name)
-    items = discover(paths)
+    items = [(item, _size(item.path)) for item in discover(paths)]
     run.files_total = len(items)
-    run.bytes_total = sum(_size(i.path) for i in items)
+    run.bytes_total = sum(size for _, size in items)
     heads = store.current_heads(run.collection)
     run.emit("start")
+    reader = _Reader(run, items, heads).start()
     try:
-        for item in items:
-            run.check_cancel()
-            run.current = item.source
-            run.emit("file_start")
-            try:
-                run.ingest_file(item, heads)
-            except CancelledError:
-                raise
-            except (OSError, DocumentError) as exc:
-                run.bytes_done += _size(item.path)
-                message = str(exc) if isinstance(exc, DocumentError) else f"{item.path.name}: {exc.strerror or exc}"
-                run.finish_file(FileResult(item.source, "failed", message=message))
-        run.current = ""
-        run.commit_ready(force=True)
+        try:
+            run.consume(reader)
+            run.current = ""
+            run.flush()
+            run.commit_ready()
+        finally:
+            reader.close()
         if prune:
             _prune(run, paths, heads)
     except CancelledError:
-        for doc in list(run.open_docs):
+        for doc in list(run.open_docs.values()):
             run.rollback(doc)
         run.summary.cancelled = True
     run.summary.seconds = time.perf_counter() - run.t0

@@ -1,0 +1,117 @@
+"""Ingest throughput paths (issue 13): long single-line texts are split window by window, and the
+reader thread (load + chunk ahead of the encoder) keeps per-file failures, cancellation and
+progress as they were."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+
+import pytest
+
+from tests.conftest import write_docs
+from workbench.documents import Page
+from workbench.ingest import chunking
+from workbench.ingest.chunking import Chunker
+from workbench.ingest.pipeline import ingest_paths
+
+
+def single_line(chars: int) -> str:
+    """Prose on one line with no sentence ends (the splitter's slowest case), ``chars`` long."""
+    random.seed(13)
+    words = "river sediment valley delta glacier basin current flood plain terrace estuary channel".split()
+    text = " ".join(random.choice(words) + (str(i % 97) if i % 5 == 0 else "") for i in range(chars // 6))
+    return text[:chars]
+
+
+def test_a_300_kb_single_line_chunks_within_limits_in_linear_time(embedder):
+    chunker = Chunker(embedder.backend_tokenizer, 200, 32, embedder.max_seq_length)
+    splitter, calls = chunker._splitter, []
+
+    class Recording:  # the splitter's cost grows faster than its input: it only sees windows
+        def chunk_indices(self, text):
+            calls.append(len(text))
+            return splitter.chunk_indices(text)
+
+    chunker._splitter = Recording()
+    text = single_line(300_000)
+    started = time.perf_counter()
+    chunks = list(chunker.chunk_pages(iter([Page(text, 1)]), document_id="d", source="s", file_name="one-line.txt"))
+    seconds = time.perf_counter() - started
+    assert len(chunks) > 250
+    for c in chunks:
+        assert c.text == text[c.start : c.end] and c.text == c.text.strip()
+        assert c.token_count <= 200 and embedder.count_tokens(c.text) == c.token_count
+        assert embedder.count_tokens(c.header + c.text) <= embedder.max_seq_length - 2
+    # consecutive pieces overlap and cover the whole line, window borders included
+    assert chunks[0].start == 0 and chunks[-1].end == len(text)
+    assert all(b.start < a.end and a.start < b.start for a, b in zip(chunks, chunks[1:]))
+    assert len(calls) >= 300_000 // chunking.SPLIT_WINDOW_CHARS and max(calls) <= chunking.SPLIT_WINDOW_CHARS
+    # one splitter call over 300 KB took 5.6 s here (its cost grows faster than the text); the
+    # windows take ~1 s. A generous bound for a loaded machine:
+    assert seconds < 30, f"{seconds:.1f} s for 300 KB"
+
+
+def test_windows_give_the_pieces_of_one_splitter_call(embedder, monkeypatch):
+    chunker = Chunker(embedder.backend_tokenizer, 200, 32, embedder.max_seq_length)
+    text = single_line(40_000)
+    whole = [(o, p) for o, p in chunker._splitter.chunk_indices(text)]
+    monkeypatch.setattr(chunking, "SPLIT_WINDOW_CHARS", 4_000)  # ten windows
+    assert list(chunker.split(text)) == whole
+
+
+def test_a_line_without_spaces_gives_bounded_pieces(embedder):
+    # BERT reads a word of more than 100 characters as one [UNK]: by tokens alone, one piece
+    chunker = Chunker(embedder.backend_tokenizer, 200, 32, embedder.max_seq_length)
+    random.seed(5)
+    text = "".join(random.choice("abcdef0123456789") for _ in range(100_000))
+    chunks = list(chunker.chunk_pages(iter([Page(text, 1)]), document_id="d", source="s", file_name="blob.txt"))
+    assert len(chunks) >= 100_000 // chunking.SPLIT_WINDOW_CHARS
+    assert max(len(c.text) for c in chunks) <= chunking.SPLIT_WINDOW_CHARS
+    assert "".join(c.text for c in chunks) == text  # nothing lost, nothing repeated
+
+
+def many_docs(count: int) -> dict[str, str]:
+    return {
+        f"doc{i:03d}.txt": f"Document {i} is about river {i}. " + " ".join(f"River {i} carries sediment {j} to its delta." for j in range(30))
+        for i in range(count)
+    }
+
+
+def test_a_failing_file_in_the_middle_fails_alone_and_events_come_from_the_caller(tmp_path, settings, store, embedder):
+    docs = many_docs(40)
+    kb = write_docs(tmp_path / "kb", docs)
+    (kb / "doc020.pdf").write_bytes(b"%PDF-1.4 garbage")  # sorted between doc019 and doc020
+    (kb / "doc025.txt").write_bytes(b"")  # empty
+    threads = set()
+
+    def progress(event):
+        threads.add(threading.current_thread().name)
+
+    summary = ingest_paths([kb], settings=settings, store=store, embedder=embedder, progress=progress)
+    assert {r.source for r in summary.failures} == {"doc020.pdf", "doc025.txt"}
+    assert summary.count("added") == 39
+    assert {d.source for d in store.documents("knowledge_base")} == set(docs) - {"doc025.txt"}
+    assert threads == {threading.current_thread().name}
+    assert not [t for t in threading.enumerate() if t.name == "ingest-reader"]
+
+
+@pytest.mark.parametrize("when", ["first chunks written", "before anything"])
+def test_cancel_stops_the_reader_and_rolls_back(tmp_path, settings, store, embedder, when):
+    kb = write_docs(tmp_path / "kb", many_docs(60))
+    cancel = threading.Event()
+    kinds = []
+
+    def progress(event):
+        kinds.append(event.kind)
+        if event.kind == "chunks":
+            cancel.set()
+
+    if when == "before anything":
+        cancel.set()
+    summary = ingest_paths([kb], settings=settings, store=store, embedder=embedder, progress=progress, cancel=cancel)
+    assert summary.cancelled and kinds[-1] == "done"
+    assert kinds.count("chunks") <= 1
+    assert store.documents("knowledge_base") == [] and store.collection_info("knowledge_base").chunks == 0
+    assert not [t for t in threading.enumerate() if t.name == "ingest-reader"]
