@@ -29,3 +29,15 @@ def write_result(name: str, data: dict) -> Path:
     path.write_text(json.dumps(data, indent=2))
     print(f"wrote {path}")
     return path
+
+
+def cpu_flags() -> str:
+    """The CPU's AVX-512 and AMX flags from /proc/cpuinfo, sorted and space-separated ("" when
+    it has none or the file is not there): speed figures depend on them (../shared/ENV.md)."""
+    import re
+
+    try:
+        text = Path("/proc/cpuinfo").read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return ""
+    return " ".join(sorted(set(re.findall(r"\b(avx512[a-z_0-9]*|amx[a-z_0-9]*)\b", text))))

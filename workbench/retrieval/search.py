@@ -7,14 +7,17 @@ Three modes:
 - ``keyword``: BM25 over the same chunks (:mod:`workbench.retrieval.bm25`).
 - ``hybrid``: both, fused (:mod:`workbench.retrieval.fusion`): reciprocal rank fusion (Cormack, Clarke &
   Büttcher 2009, k=60) as the first stage, then a convex combination of chunk cosine,
-  best-sentence cosine and BM25 (default), or plain RRF with ``fusion="rrf"``.
+  best-sentence cosine, BM25 and best-sentence keyword score (default), or plain RRF with
+  ``fusion="rrf"``.
+
+A hybrid search costs the query embedding, one Chroma query (nearest chunks with text and
+metadata), one metadata query (which versions are current), one Chroma get (text and vectors of
+keyword-only candidates), one collection lookup (the BM25 index's revision), one BM25 scoring and
+one SQLite read of stored sentence vectors: no encoder pass beyond the query's while the
+sentence vectors are stored (``benchmarks/search.py``).
 """
 
 from __future__ import annotations
-
-import threading
-import time
-import weakref
 
 import numpy as np
 
@@ -80,12 +83,12 @@ def search(
     if mode == "hybrid":
         if fusion not in FUSIONS:
             raise InvalidRequestError(f"unknown fusion {fusion!r}; use one of {', '.join(FUSIONS)}")
-        chroma = collection_handle(store, name)
-        return _hybrid(query, vector, settings, store, embedder, chroma, name, k, file_name, document_id, where, min_score, fusion)
+        return _hybrid(query, vector, settings, store, embedder, name, k, file_name, document_id, where, min_score, fusion)
+    chroma = store.get_collection(name)
     hits: list[Hit] = []
     n = k
     while True:
-        candidates = _vector_candidates(store, name, vector, n, where)
+        candidates = _vector_candidates(store, chroma, vector, n, where)
         if candidates.committed >= k or candidates.returned < n:
             break
         n *= 4  # uncommitted chunks (an ingest in progress) took places: ask for more
@@ -98,26 +101,6 @@ def search(
     return hits
 
 
-#: Seconds a collection handle is reused before it is looked up again, so a collection renamed
-#: or deleted by another process is noticed within this time (a deleted one at once: its query fails).
-HANDLE_TTL = 5.0
-_handles: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-_handles_lock = threading.Lock()
-
-
-def collection_handle(store: Store, name: str, *, refresh: bool = False):
-    """The raw Chroma collection ``name``, looked up at most every HANDLE_TTL seconds per store
-    (a lookup costs about as much as a query). ``refresh`` looks it up now. Raises StoreError
-    when it does not exist."""
-    now = time.monotonic()
-    with _handles_lock:
-        handles = _handles.setdefault(store, {})
-        cached = handles.get(name)
-        if refresh or cached is None or now - cached[1] > HANDLE_TTL:
-            cached = handles[name] = (store.get_collection(name), now)
-        return cached[0]
-
-
 class _Candidates(list):
     """``[(id, text, metadata, cosine)]`` plus how many records came back and were committed."""
 
@@ -125,18 +108,10 @@ class _Candidates(list):
     committed = 0
 
 
-def _vector_candidates(store: Store, name: str, vector: np.ndarray, n: int, where: dict | None) -> _Candidates:
-    """Committed nearest chunks of collection ``name``: ``[(id, text, metadata, cosine)]`` best
-    first, from one ``query`` for ``n`` results (at most n). A cached collection handle that has
-    gone stale (the collection was deleted or re-created) is fetched again once."""
-    for attempt in (0, 1):
-        chroma = collection_handle(store, name, refresh=attempt == 1)
-        try:
-            result = chroma.query(query_embeddings=vector, n_results=n, where=where, include=["documents", "metadatas", "distances"])
-            break
-        except Exception:
-            if attempt:
-                raise
+def _vector_candidates(store: Store, chroma, vector: np.ndarray, n: int, where: dict | None) -> _Candidates:
+    """Committed nearest chunks of the raw collection ``chroma``: ``[(id, text, metadata,
+    cosine)]`` best first, from one ``query`` for ``n`` results (at most n)."""
+    result = chroma.query(query_embeddings=vector, n_results=n, where=where, include=["documents", "metadatas", "distances"])
     out = _Candidates()
     out.returned = len(result["ids"][0])
     rows = [
@@ -150,31 +125,32 @@ def _vector_candidates(store: Store, name: str, vector: np.ndarray, n: int, wher
     return out
 
 
-def _hybrid(query, vector, settings, store, embedder, chroma, name, k, file_name, document_id, where, min_score, fusion) -> list[Hit]:
+def _hybrid(query, vector, settings, store, embedder, name, k, file_name, document_id, where, min_score, fusion) -> list[Hit]:
     from workbench.retrieval.bm25 import get_index
 
+    chroma = store.get_collection(name)  # just fetched: its metadata carries the current revision
+    index = get_index(settings, store, name, chroma=chroma)
     depth = max(HYBRID_DEPTH, k)
-    dense = _vector_candidates(store, name, vector, depth + _MARGIN, where)[:depth]
-    index = get_index(settings, store, name)
-    sparse = index.top(query, depth, mask=index.mask(file_name=file_name, document_id=document_id))
+    dense = _vector_candidates(store, chroma, vector, depth + _MARGIN, where)[:depth]
+    bm25 = index.scores(query)
+    sparse = index.top(query, depth, mask=index.mask(file_name=file_name, document_id=document_id), scores=bm25)
     first = rrf([[c[0] for c in dense], [cid for cid, _ in sparse]], k=RRF_K)
     records = {cid: (text, meta, score) for cid, text, meta, score in dense}
     missing = [cid for cid, _ in first if cid not in records]
     for cid, (text, meta, emb) in store.fetch(chroma, missing, embeddings=True).items():
         records[cid] = (text, meta, float(np.dot(vector[0], emb)))
     first = [(cid, score) for cid, score in first if cid in records]  # drop ids deleted meanwhile
-    keyword = dict(sparse)
-    unknown = [cid for cid, _ in first if cid not in keyword]
-    keyword.update(index.scores_for(query, unknown) if unknown else {})
+    ids = [cid for cid, _ in first]
+    keyword = index.scores_for(query, ids, scores=bm25)
     if fusion == "rrf" or not first:
         ranked = first
     else:
-        ids = [cid for cid, _ in first]
         cosine = [records[cid][2] for cid in ids]
         top = ids[:SENTENCE_RERANK]
-        best = sentence_scores(embedder, vector[0], [(records[c][1].get("header") or "", records[c][0], records[c][2]) for c in top])
+        best = sentence_scores(embedder, store, chroma, vector[0], [(c, records[c][1].get("header") or "", records[c][0], records[c][2]) for c in top])
         sentence = best + [min(best)] * (len(ids) - len(top))
-        fused = convex([cosine, sentence, [keyword[c] for c in ids]], CONVEX_WEIGHTS)
+        words = index.sentence_keyword_scores(index.word_ids(query), ids)
+        fused = convex([cosine, sentence, [keyword[c] for c in ids], words], CONVEX_WEIGHTS)
         ranked = sorted(zip(ids, fused.tolist()), key=lambda pair: -pair[1])
     hits: list[Hit] = []
     for cid, fused_score in ranked:

@@ -100,6 +100,8 @@ class Store:
         self.max_batch = int(self.client.get_max_batch_size())
         #: Sentence vectors of the chunks, beside the store (:mod:`workbench.store.sentences`).
         self.sentences = SentenceVectors(sidecar_root(settings))
+        #: collection id -> (revision, head ids of the current versions): see current_only.
+        self._current: dict[str, tuple[str, set[str]]] = {}
 
     # --- collections ---------------------------------------------------------------
     @property
@@ -201,7 +203,8 @@ class Store:
     def committed_heads(collection, where: dict | None = None) -> list[dict]:
         """Metadata of every committed head (chunk 0) of a raw collection, narrowed by ``where``;
         superseded versions included (see :func:`workbench.store.records.current_heads`)."""
-        return collection.get(where=rec.committed_head_where(where), include=["metadatas"])["metadatas"] or []
+        metas = collection.get(where=rec.head_where(where), include=["metadatas"])["metadatas"] or []
+        return [m for m in metas if rec.is_committed(m)]
 
     def current_heads(self, collection) -> dict[str, dict]:
         """``{document_id: head metadata}`` of the current version of every committed document."""
@@ -211,10 +214,10 @@ class Store:
     def generation(collection) -> str:
         """sha256 hex of the collection's Chroma id and its committed head ids: equal
         generations mean the same committed chunks (every ingest, replace, delete, prune and
-        repair changes the set; nothing else does). One ids-only query."""
-        got = collection.get(where=rec.COMMITTED_HEAD, include=[])
+        repair changes the set; nothing else does). One query over the heads' metadata."""
+        got = collection.get(where=rec.HEAD, include=["metadatas"])
         digest = hashlib.sha256(f"1|{collection.id}|".encode())
-        for head in sorted(got["ids"]):
+        for head in sorted(cid for cid, meta in zip(got["ids"], got["metadatas"]) if rec.is_committed(meta)):
             digest.update(head.encode())
             digest.update(b"\n")
         return digest.hexdigest()
@@ -252,7 +255,7 @@ class Store:
         include = ["documents", "metadatas"] + (["embeddings"] if include_embeddings else [])
         offset = 0
         while True:
-            got = collection.get(where=rec.COMMITTED, include=include, limit=PAGE, offset=offset)
+            got = collection.get(include=include, limit=PAGE, offset=offset)  # a current head's chunks are all committed
             for i, (cid, text, meta) in enumerate(zip(got["ids"], got["documents"], got["metadatas"])):
                 meta = meta or {}
                 if rec.head_id_of(meta) in heads:
@@ -271,7 +274,7 @@ class Store:
         ids: list[str] = []
         offset = 0
         while True:
-            got = collection.get(where=rec.COMMITTED, include=["metadatas"], limit=PAGE, offset=offset)
+            got = collection.get(include=["metadatas"], limit=PAGE, offset=offset)
             ids += [cid for cid, meta in zip(got["ids"], got["metadatas"]) if rec.head_id_of(meta or {}) in heads]
             if len(got["ids"]) < PAGE:
                 return ids
@@ -279,13 +282,27 @@ class Store:
 
     def current_only(self, collection, records: Sequence[tuple]) -> list[tuple]:
         """Keep the records (tuples whose third item is the chunk metadata, e.g. ``(id, text,
-        metadata, score)``) that belong to the current committed version of their document.
-        A chunk's own flag is not trusted: its version's head decides (one query)."""
+        metadata, score)``) that belong to the current committed version of their document, as
+        it is now (after the records were read). A chunk's own flag is not trusted: its
+        version's head decides. The current heads of the whole collection are read once per
+        :meth:`revision` and kept, so this costs one collection lookup; while the revision is
+        unknown, the heads of the records' documents are queried."""
         doc_ids = sorted({str((r[2] or {}).get("document_id", "")) for r in records})
         if not doc_ids:
             return []
-        heads = self.committed_heads(collection, {"document_id": {"$in": doc_ids}})
-        current = {rec.head_id_of(m) for m in rec.current_heads(heads).values()}
+        now = self.get_collection(collection.name)
+        if now.id != collection.id:  # deleted (and made again) since the records were read
+            return []
+        revision = self.revision(now)
+        cached = self._current.get(str(now.id))
+        if revision is not None and cached is not None and cached[0] == revision:
+            current = cached[1]
+        elif revision is not None:
+            current = {rec.head_id_of(m) for m in self.current_heads(now).values()}
+            self._current[str(now.id)] = (revision, current)
+        else:
+            heads = self.committed_heads(now, {"document_id": {"$in": doc_ids}})
+            current = {rec.head_id_of(m) for m in rec.current_heads(heads).values()}
         return [r for r in records if rec.head_id_of(r[2] or {}) in current]
 
     def fetch(self, collection, ids: Sequence[str], *, embeddings: bool = False) -> dict[str, tuple]:
@@ -379,7 +396,7 @@ class Store:
         ids = collection.get(where=rec.version_where(document_id, ingest_key), include=[])["ids"]
         head = rec.head_id(document_id, ingest_key)
         ordered = ([head] if head in ids else []) + [i for i in ids if i != head]
-        committed = head in ids and bool(collection.get(ids=[head], where=rec.COMMITTED, include=[])["ids"])
+        committed = head in ids and rec.is_committed((collection.get(ids=[head], include=["metadatas"])["metadatas"] or [None])[0])
         return self.delete_ids(collection, ordered, committed=committed)
 
     def delete_document(self, name: str, document_id: str) -> int:

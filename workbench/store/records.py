@@ -37,6 +37,11 @@ COMMIT_FLAG = "complete"
 COMMITTED_HEAD = {"$and": [{"chunk_index": 0}, {COMMIT_FLAG: True}]}
 #: ``where`` filter of uncommitted chunks.
 UNCOMMITTED = {COMMIT_FLAG: False}
+#: ``where`` filter of heads (chunk 0), committed or not. Readers on the search path filter on
+#: this and check the flag in Python (:func:`is_committed`): Chroma answers a filter on the
+#: boolean flag by scanning every record's metadata (~0.3 s at 100k chunks, against ~35 ms for
+#: this one; chromadb 1.5.9).
+HEAD = {"chunk_index": 0}
 
 
 def now_iso() -> str:
@@ -72,6 +77,16 @@ def head_id_of(meta: dict[str, Any]) -> str:
 def version_where(document_id: str, ingest_key: str) -> dict:
     """``where`` filter of every chunk of one version of a document."""
     return {"$and": [{"document_id": document_id}, {"ingest_key": ingest_key}]}
+
+
+def head_where(where: dict | None = None) -> dict:
+    """``where`` filter of heads (committed or not), narrowed by ``where`` when given."""
+    return {"$and": [HEAD, where]} if where else HEAD
+
+
+def is_committed(meta: dict[str, Any] | None) -> bool:
+    """True when a record's metadata carries the commit flag (for a head: its version is committed)."""
+    return bool(meta) and meta.get(COMMIT_FLAG) is True
 
 
 def committed_head_where(where: dict | None = None) -> dict:
