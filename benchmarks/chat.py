@@ -15,7 +15,6 @@ Run: ``.venv/bin/python benchmarks/chat.py [--runs N]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -30,6 +29,7 @@ sys.path.insert(0, str(REPO))
 
 import httpx  # noqa: E402
 import ollama  # noqa: E402
+from _common import write_result  # noqa: E402
 
 from tests.fake_ollama import FakeOllama  # noqa: E402
 from workbench.answer import chat  # noqa: E402
@@ -123,10 +123,7 @@ def main() -> int:
     print(f"ours (prompt only) / direct reused client: {out['ratio_ours_prompt_vs_direct_reused']}x; "
           f"ours with retrieval / direct: {out['ratio_ours_full_vs_direct_reused']}x "
           f"(+{out['overhead_full_minus_direct_ms']} ms)")
-    target = REPO / "benchmarks" / "results" / "chat.json"
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {target.relative_to(REPO)}")
+    write_result("chat", out, embedder)
     return 0
 
 

@@ -188,6 +188,7 @@ def main() -> None:
     result.update(
         chunks=chunks,
         backend=embedder.backend,
+        precision=embedder.precision,
         ours_s=first,
         ours_chunks_per_s=chunks / first,
         raw_encode_same_encoder_chunks_per_s=chunks / raw_same,
@@ -208,7 +209,7 @@ def main() -> None:
     width = max(len(k) for k in result)
     for key, value in result.items():
         print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    write_result("ingest", result)
+    write_result("ingest", result, embedder)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,7 @@ with st.expander("Settings in effect"):
         {
             "EMBEDDING_MODEL": settings.embedding_model,
             "EMBEDDING_BACKEND": settings.embedding_backend,
+            "EMBEDDING_PRECISION": settings.embedding_precision,
             "MODEL_CACHE_DIR": str(settings.model_cache_dir),
             "CHROMA": f"{settings.chroma_mode}: {settings.chroma_location}",
             "COLLECTION_NAME": settings.collection_name,

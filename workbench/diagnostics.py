@@ -17,6 +17,7 @@ from pathlib import Path
 from workbench.answer.ollama import OllamaCallError, list_models, server_version
 from workbench.config import Settings
 from workbench.errors import WorkbenchError
+from workbench.models.cpu import reported_flags
 from workbench.models.embeddings import get_embedder
 from workbench.retrieval.search import search
 from workbench.ingest.uploads import clean_upload_area
@@ -70,9 +71,24 @@ def embedder_device(embedder) -> str:
     return str(getattr(embedder.model, "device", "cpu"))
 
 
+def embedder_precision(embedder) -> str:
+    """The encoder's precision and why, e.g. ``"bf16 (auto: the CPU has amx_bf16; ...)"``."""
+    precision = getattr(embedder, "precision", "fp32")
+    reason = getattr(embedder, "precision_reason", "")
+    return f"{precision} ({reason})" if reason else precision
+
+
+def embedder_cpu(embedder) -> str:
+    """The CPU flags that decide the encoder's speed (avx2/avx512*/amx*)."""
+    flags = getattr(embedder, "cpu_flags", None)
+    flags = reported_flags() if flags is None else flags
+    return " ".join(flags) if flags else "none of avx2/avx512/amx"
+
+
 def check_model(settings: Settings, embedder=None) -> tuple[Diagnosis, object | None]:
-    """The embedding model loads with EMBEDDING_DIMENSIONS. Returns the diagnosis and the
-    embedder (None when it failed)."""
+    """The embedding model loads with EMBEDDING_DIMENSIONS; the detail says its backend, its
+    precision and why (chosen from the CPU flags, workbench.models.cpu), and those flags. Returns the
+    diagnosis and the embedder (None when it failed)."""
     try:
         if embedder is None:
             embedder = get_embedder(settings)
@@ -80,8 +96,9 @@ def check_model(settings: Settings, embedder=None) -> tuple[Diagnosis, object | 
         fix = "run `python -m workbench prefetch` (fills MODEL_CACHE_DIR), or set EMBEDDING_MODEL to a local folder"
         return Diagnosis("model", "fail", str(exc), (fix,)), None
     detail = (
-        f"{embedder.name} · backend {embedder.backend} · {embedder.dimension}-d · max {embedder.max_seq_length} "
-        f"tokens · device {embedder_device(embedder)}"
+        f"{embedder.name} · backend {embedder.backend} · precision {embedder_precision(embedder)} · "
+        f"{embedder.dimension}-d · max {embedder.max_seq_length} tokens · device {embedder_device(embedder)} · "
+        f"CPU flags: {embedder_cpu(embedder)}"
     )
     return Diagnosis("model", "ok", detail), embedder
 
@@ -267,7 +284,7 @@ def verify(settings: Settings, *, collection: str | None = None, query: str = "W
         return report
     try:
         embedder = get_embedder(settings)
-        add(Check("model", True, f"{embedder.name} ({embedder.backend}, {embedder.dimension}-d, max {embedder.max_seq_length} tokens)"))
+        add(Check("model", True, f"{embedder.name} ({embedder.backend} {embedder.precision}, {embedder.dimension}-d, max {embedder.max_seq_length} tokens)"))
     except WorkbenchError as exc:
         add(Check("model", False, str(exc)))
         return report

@@ -67,7 +67,14 @@ class SourceFile:
 
 
 def ingest_key_for(content_hash: str, settings: Settings, model: str, dimensions: int) -> str:
-    """sha256 hex of everything that decides a document's chunks and vectors."""
+    """sha256 hex of everything that decides a document's chunks and vectors.
+
+    The encoder's backend and precision (OpenVINO fp32/bf16, torch) are deliberately not part
+    of it, nor of the collection's model name: they give the same vectors (cosine >= 0.99996
+    to torch fp32 on 512 corpus chunks, identical SQuAD recall@5; ``benchmarks/encoder.py``),
+    so a store built on an AVX2 machine (fp32) stays valid on an AMX one (bf16) and vice versa.
+    Keying on them would re-embed every document when a store moves between machines for no
+    change in retrieval."""
     parts = [content_hash, str(settings.chunk_size), str(settings.chunk_overlap), model, str(dimensions), str(SCHEMA_VERSION), CHUNKER_VERSION, str(settings.chunk_context)]
     return hashlib.sha256("|".join(parts).encode("utf-8")).hexdigest()
 

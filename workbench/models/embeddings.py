@@ -1,9 +1,19 @@
 """Sentence embeddings with sentence-transformers, loaded once per process.
 
 The default backend is OpenVINO: the model is exported once from the local weights into
-``MODEL_CACHE_DIR/openvino/<model>`` and reloaded from there on later starts. It gives the
-same vectors as torch fp32 (cosine >= 0.9999, see ``benchmarks/ingest.py``) about 3x faster on
-this CPU (../shared/ENV.md). When it cannot load, torch is used instead.
+``MODEL_CACHE_DIR/openvino/<model>`` and reloaded from there on later starts. When it cannot
+load, torch (fp32) is used instead.
+
+OpenVINO compiles that one fp32 export at the precision ``cpu.choose_precision`` picks from the
+CPU flags at start-up (EMBEDDING_PRECISION overrides): bf16 on CPUs with AMX, fp32 elsewhere,
+always with an explicit INFERENCE_PRECISION_HINT (OpenVINO's own default is bf16 on any CPU
+with AVX512_BF16 or AMX, which the app used to run without saying so). Both keep the vectors of
+torch fp32 (cosine >= 0.9999; measurements in ``workbench.models.cpu`` and ``benchmarks/encoder.py``).
+
+No compiled-model cache (OpenVINO CACHE_DIR) is used: compiling takes ~0.35 s against ~0.2 s
+from a cache, and with OpenVINO 2026.4.1 the cache key ignores INFERENCE_PRECISION_HINT: a
+bf16 compile that found a blob cached by an f32 compile returned NaN vectors. Should a cache
+be added, it needs one folder per precision (and per CPU).
 """
 
 from __future__ import annotations
@@ -17,11 +27,15 @@ import numpy as np
 
 from workbench.config import Settings
 from workbench.errors import ConfigError, ModelMissingError
+from workbench.models.cpu import choose_precision, cpu_flags, precision_reason, reported_flags
 from workbench.models.files import fill_atomically, model_short_name, use_offline_hub
 
 log = logging.getLogger(__name__)
 
 _MINILM_NAMES = {"all-minilm-l6-v2", "sentence-transformers/all-minilm-l6-v2"}
+#: OpenVINO INFERENCE_PRECISION_HINT for each precision, and back.
+_OV_HINTS = {"fp32": "f32", "bf16": "bf16"}
+_OV_NAMES = {"f32": "fp32", "bf16": "bf16", "f16": "fp16"}
 
 
 def resolve_embedding_model(settings: Settings) -> Path:
@@ -55,9 +69,11 @@ class Embedder:
     """A loaded sentence-transformers model.
 
     Attributes: ``name`` (EMBEDDING_MODEL), ``path`` (weights folder), ``backend``
-    ("openvino" or "torch"), ``dimension`` (e.g. 384), ``max_seq_length`` (model tokens,
-    256 for MiniLM; longer input would be truncated by the model, so chunks stay below it),
-    ``tokenizer`` (the model's Hugging Face fast tokenizer).
+    ("openvino" or "torch"), ``precision`` ("fp32" or "bf16": what the encoder computes in,
+    read back from the compiled OpenVINO model), ``precision_reason`` (why, one line),
+    ``cpu_flags`` (the CPU's avx2/avx512*/amx* flags), ``dimension`` (e.g. 384),
+    ``max_seq_length`` (model tokens, 256 for MiniLM; longer input would be truncated by the
+    model, so chunks stay below it), ``tokenizer`` (the model's Hugging Face fast tokenizer).
     """
 
     def __init__(self, settings: Settings):
@@ -66,14 +82,24 @@ class Embedder:
         self.name = settings.embedding_model
         self.path = resolve_embedding_model(settings)
         self.batch_size = settings.embedding_batch_size
+        flags = cpu_flags()
+        self.cpu_flags = reported_flags(flags)
         self.backend = "torch"
+        self.precision = "fp32"
+        self.precision_reason = "torch runs fp32"
         self.model = None
         if settings.embedding_backend == "openvino":
+            wanted = choose_precision(flags, "openvino", settings.embedding_precision)
             try:
-                self.model = _load_openvino(self.path, Path(settings.model_cache_dir))
+                self.model = _load_openvino(self.path, Path(settings.model_cache_dir), wanted)
                 self.backend = "openvino"
+                self.precision = _compiled_precision(self.model, wanted)
+                self.precision_reason = precision_reason(flags, "openvino", settings.embedding_precision)
+                if self.precision != wanted:
+                    self.precision_reason += f"; asked OpenVINO for {wanted}, it compiled {self.precision}"
             except Exception as exc:  # any export/load failure: fall back, say why
                 log.warning("OpenVINO backend unavailable (%s); using torch", exc)
+                self.precision_reason = "torch runs fp32 (OpenVINO did not load)"
         if self.model is None:
             from sentence_transformers import SentenceTransformer
 
@@ -90,7 +116,9 @@ class Embedder:
                 f"{self.name!r} produces {self.dimension}-d vectors; set EMBEDDING_DIMENSIONS="
                 f"{self.dimension} or choose another EMBEDDING_MODEL"
             )
-        log.info("embedding model %s loaded (%s, %d-d)", self.name, self.backend, self.dimension)
+        log.info(
+            "embedding model %s loaded (%s %s: %s; %d-d)", self.name, self.backend, self.precision, self.precision_reason, self.dimension
+        )
 
     def encode(self, texts: list[str]) -> np.ndarray:
         """Embed ``texts``: returns an (n, dimension) float32 array, rows L2-normalised, so a
@@ -175,26 +203,46 @@ def _quiet_libraries() -> None:
         pass
 
 
-def _load_openvino(source: Path, cache_dir: Path):
+def openvino_export_dir(source: Path, cache_dir: Path) -> Path:
+    """Where the OpenVINO export of the weights in ``source`` lives (one export, fp32 weights,
+    for every precision: the precision is chosen when it is compiled)."""
+    return cache_dir / "openvino" / source.name
+
+
+def _load_openvino(source: Path, cache_dir: Path, precision: str = "fp32"):
     """Load the OpenVINO export from ``cache_dir/openvino/<name>``, exporting it once from
-    ``source`` when absent (written to a temp folder, then renamed: never half-written)."""
+    ``source`` when absent (written to a temp folder, then renamed: never half-written), and
+    compile it for ``precision`` ("fp32" or "bf16")."""
     from sentence_transformers import SentenceTransformer
 
-    target = cache_dir / "openvino" / source.name
-    if (target / "openvino" / "openvino_model.xml").exists():
-        # optimum-intel warns "Could not infer whether the model was already converted" on every
-        # load of a local export (it looks for a Hub revision); the export is there, so say nothing.
-        quiet = logging.getLogger("optimum.intel.openvino.modeling_base")
-        level = quiet.level
-        quiet.setLevel(logging.ERROR)
-        try:
-            return SentenceTransformer(str(target), device="cpu", backend="openvino")
-        finally:
-            quiet.setLevel(level)
-    log.info("exporting %s to OpenVINO IR in %s (once)", source, target)
-    model = SentenceTransformer(str(source), device="cpu", backend="openvino")
-    fill_atomically(target, lambda tmp: model.save_pretrained(str(tmp)))
-    return model
+    ov_config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": _OV_HINTS[precision]}
+    target = openvino_export_dir(source, cache_dir)
+    if not (target / "openvino" / "openvino_model.xml").exists():
+        log.info("exporting %s to OpenVINO IR in %s (once)", source, target)
+        model = SentenceTransformer(str(source), device="cpu", backend="openvino", model_kwargs={"ov_config": ov_config})
+        fill_atomically(target, lambda tmp: model.save_pretrained(str(tmp)))
+        return model
+    # optimum-intel warns "Could not infer whether the model was already converted" on every
+    # load of a local export (it looks for a Hub revision); the export is there, so say nothing.
+    quiet = logging.getLogger("optimum.intel.openvino.modeling_base")
+    level = quiet.level
+    quiet.setLevel(logging.ERROR)
+    try:
+        return SentenceTransformer(str(target), device="cpu", backend="openvino", model_kwargs={"ov_config": ov_config})
+    finally:
+        quiet.setLevel(level)
+
+
+def _compiled_precision(model, wanted: str) -> str:
+    """The precision the compiled OpenVINO model runs ("fp32", "bf16"), read back from its
+    INFERENCE_PRECISION_HINT, so that what is reported is what OpenVINO compiled, not only
+    what was asked; ``wanted`` when it cannot be read."""
+    try:
+        hint = model[0].auto_model.request.get_property("INFERENCE_PRECISION_HINT")
+        name = hint.to_string() if hasattr(hint, "to_string") else str(hint)
+        return _OV_NAMES.get(name, name)
+    except Exception:  # pragma: no cover - an optimum/OpenVINO layout we do not know
+        return wanted
 
 
 @functools.lru_cache(maxsize=4)
@@ -212,6 +260,7 @@ def get_embedder(settings: Settings) -> Embedder:
         ("embedding_model", settings.embedding_model),
         ("embedding_dimensions", settings.embedding_dimensions),
         ("embedding_backend", settings.embedding_backend),
+        ("embedding_precision", settings.embedding_precision),
         ("embedding_batch_size", settings.embedding_batch_size),
         ("model_cache_dir", str(settings.model_cache_dir)),
     )

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from workbench.config import Settings
 from workbench.errors import ModelMissingError
-from workbench.models.embeddings import get_embedder
+from workbench.models.embeddings import get_embedder, openvino_export_dir, resolve_embedding_model
 from workbench.models.files import fill_atomically, folder_size, hub_offline, model_short_name
 from workbench.models.qa_model import resolve_qa_model
 
@@ -101,19 +101,23 @@ def prefetch_embedding(settings: Settings, offline: bool) -> ModelStatus:
 
 def prefetch_openvino(settings: Settings) -> ModelStatus:
     """Load the embedder once with EMBEDDING_BACKEND=openvino, which writes its OpenVINO export
-    to ``MODEL_CACHE_DIR/openvino/<name>`` (see ``embeddings``). Skipped for torch."""
+    to ``MODEL_CACHE_DIR/openvino/<weights folder name>`` (``embeddings.openvino_export_dir``).
+    The export holds fp32 weights for every precision: bf16 or fp32 is chosen when the app
+    compiles it, from the CPU it runs on, so an image built on one machine suits any. Skipped
+    for torch."""
     name = settings.embedding_model
     if settings.embedding_backend != "openvino":
         return _status("embedding-openvino", name, "skipped", None, "EMBEDDING_BACKEND is not openvino")
-    target = Path(settings.model_cache_dir) / "openvino" / model_short_name(name)
-    existed = (target / "openvino" / "openvino_model.xml").exists()
     try:
+        target = openvino_export_dir(resolve_embedding_model(settings), Path(settings.model_cache_dir))
+        existed = (target / "openvino" / "openvino_model.xml").exists()
         embedder = get_embedder(settings)
     except Exception as exc:
         return _status("embedding-openvino", name, "failed", None, f"{type(exc).__name__}: {exc}")
     if getattr(embedder, "backend", "") != "openvino":
         return _status("embedding-openvino", name, "failed", None, "export failed; the app falls back to torch (see the log)")
-    return _status("embedding-openvino", name, "present" if existed else "exported", target)
+    # One export serves every precision; which one runs is decided on the machine that runs it.
+    return _status("embedding-openvino", name, "present" if existed else "exported", target, f"runs {embedder.precision} on this CPU ({embedder.precision_reason})")
 
 
 def prefetch_qa(settings: Settings, offline: bool) -> ModelStatus:
