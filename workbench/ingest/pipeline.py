@@ -38,7 +38,7 @@ from workbench.errors import CancelledError, DocumentError
 from workbench.ingest.loaders import file_hash, is_supported, iter_pages
 from workbench.store import Store, admin, collection_lock
 from workbench.store import records as rec
-from workbench.store.records import SCHEMA_VERSION, document_id_for, now_iso
+from workbench.store.records import SCHEMA_VERSION, document_id_for
 from workbench.store.sentences import fingerprint, sentence_spans
 
 log = logging.getLogger(__name__)
@@ -195,7 +195,7 @@ class _Reader:
         if head and head.get("ingest_key") == key:
             self._send(("unchanged", file, size, head))
             return
-        doc = _Doc(file, size, document_id, key, content_hash, now_iso(), head.get("ingest_key") if head else None, started, str(file.path.resolve()))
+        doc = _Doc(file, size, document_id, key, content_hash, rec.version_time(), head.get("ingest_key") if head else None, started, str(file.path.resolve()))
         group: list[Chunk] = []
         try:
             for chunk in run.chunker.chunk_pages(

@@ -306,7 +306,7 @@ def _rebuild(store: Store, name: str, settings: Settings, progress, embedder, ca
             chunks = _document_chunks(doc, records, settings, embedder, chunker, same_chunking)
             key = ingest_key_for(doc.content_hash, settings, embedder.name, embedder.dimension)
             head = records[0][1] if records else {}
-            now = now_iso()
+            now = rec.version_time()
             for lo in range(0, len(chunks), store.max_batch):
                 part = chunks[lo : lo + store.max_batch]
                 vectors = embedder.encode([c.header + c.text for c in part])  # as workbench.ingest.pipeline embeds

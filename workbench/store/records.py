@@ -49,6 +49,13 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).replace(microsecond=0).isoformat()
 
 
+def version_time() -> str:
+    """Current UTC time, ISO 8601 to the microsecond: a version's ``ingested_at``, which orders
+    versions of one document (to the second, two versions in one second would tie; a shorter
+    string sorts first, so older second-resolution stamps stay older)."""
+    return datetime.now(timezone.utc).isoformat(timespec="microseconds")
+
+
 def document_id_for(source: str) -> str:
     """16 hex digits of sha256(source): the stable id of a document across versions."""
     return hashlib.sha256(source.encode("utf-8")).hexdigest()[:16]
