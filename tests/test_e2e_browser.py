@@ -131,7 +131,7 @@ def choose(page, label: str, option: str) -> None:
     wait_idle(page)
 
 
-TITLES = ["Ingest", "Search", "Collections", "Documents", "Chat", "Document QA", "Evaluate", "Embedding map", "Status"]
+TITLES = ["Ingest", "Search", "Collections", "Documents", "Source", "Chat", "Document QA", "Evaluate", "Embedding map", "Status"]
 
 
 def test_direct_page_url_shows_the_titled_navigation(fresh_app_url, browser):
