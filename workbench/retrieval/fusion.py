@@ -22,7 +22,7 @@
    (plain RRF of the vector and keyword lists).
 
 Measured on all 5,696 SQuAD dev questions of the 24 articles (``benchmarks/search.py``): RRF k=60
-of vector and BM25 gives recall@5 / MRR@10 0.955 / 0.849. The former rescoring (each sentence
+of vector and BM25 gives recall@5 / MRR@10 0.951 / 0.843. The former rescoring (each sentence
 embedded on its own at query time, weights 0.2/0.4/0.4 of cos, sentence cos, bm25) gave 0.974 /
 0.906 and cost ~60 sentence encodes per search; pooled sentence vectors in that same fusion give
 0.972 / 0.895 (the pooled vector sees the whole chunk); adding the best-sentence keyword score
