@@ -17,6 +17,9 @@ A chunk is one Chroma record: id, text (``documents``), embedding and a flat met
   committing a new version and deleting the old one), only the newest (by ``ingested_at``, then
   ingest key) is current. Search, BM25 and the document list show current versions only;
   :meth:`workbench.store.Store.repair` deletes the rest.
+- **Revision**: collection metadata ``workbench_revision`` (:data:`REVISION_KEY`), a random token
+  the store renews on every change of the committed chunks, prefixed ``changing-`` while one
+  runs (:meth:`workbench.store.Store.revision`).
 """
 
 from __future__ import annotations
