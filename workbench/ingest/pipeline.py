@@ -9,9 +9,11 @@ key means "unchanged, skip"; another key means "changed, replace".
 Two threads: a reader (:class:`_Reader`) hashes, loads and chunks the files in order, ahead of
 the encoder, into a bounded queue; the calling thread embeds and writes (the encoder releases the
 GIL, so reading and chunking run while it computes). Chunks of many files share one *window*
-(FLUSH_WINDOW encode batches): it is sorted by length and embedded in calls of ENCODE_CALL
-batches (little padding, as in one call over everything; progress and cancellation between
-calls), written uncommitted, and then every document complete after the window is committed
+(one encode call at first, so the encoder starts at once, doubling up to FLUSH_WINDOW encode
+batches): it is sorted by length and embedded in calls of ENCODE_CALL batches (little padding,
+as in one call over everything; progress and cancellation between calls), written uncommitted
+(Chroma's upsert holds the GIL: writing from a third thread while the next call encodes
+measured no faster on 2 cores), and then every document complete after the window is committed
 together (:meth:`workbench.store.Store.commit_versions`), each still atomically, so a killed run
 never leaves a partial document searchable; the next run (or start-up) repairs what it left.
 When the reader falls behind (OCR, a slow disk), what is buffered is embedded meanwhile. Every
@@ -137,6 +139,7 @@ class _Reader:
         self.queue: queue.Queue = queue.Queue(maxsize=READ_AHEAD)
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._work, name="ingest-reader", daemon=True)
+        self.folders: dict[Path, str] = {}
         self.pending: list[tuple] = []
         self.pending_chunks = 0
         self.sent_at = time.perf_counter()
@@ -195,7 +198,7 @@ class _Reader:
         if head and head.get("ingest_key") == key:
             self._send(("unchanged", file, size, head))
             return
-        doc = _Doc(file, size, document_id, key, content_hash, rec.version_time(), head.get("ingest_key") if head else None, started, str(file.path.resolve()))
+        doc = _Doc(file, size, document_id, key, content_hash, rec.version_time(), head.get("ingest_key") if head else None, started, self._resolved(file.path))
         group: list[Chunk] = []
         try:
             for chunk in run.chunker.chunk_pages(
@@ -213,6 +216,16 @@ class _Reader:
             self._send(("failed", file, size, doc, message))
             return
         self._send(("chunks", doc, group, True), len(group))
+
+    def _resolved(self, path: Path) -> str:
+        """``str(path.resolve())``, resolving each folder once (one lstat a file, not one per
+        path component)."""
+        if path.is_symlink():
+            return str(path.resolve())
+        parent = self.folders.get(path.parent)
+        if parent is None:
+            parent = self.folders[path.parent] = str(path.parent.resolve())
+        return os.path.join(parent, path.name)
 
     def _pages(self, pages: Iterator[Page], doc: _Doc) -> Iterator[Page]:
         for page in pages:
@@ -242,6 +255,9 @@ class _Run:
         )
         self.encode_size = max(embedder.batch_size * ENCODE_CALL, 32)
         self.flush_size = max(embedder.batch_size * FLUSH_WINDOW, self.encode_size)
+        #: The current window: one encode call at first (the encoder starts while the reader
+        #: fills the next), doubling after each flush up to flush_size.
+        self.window = self.encode_size
         self.buffer: list[tuple[Chunk, _Doc]] = []
         self.open_docs: dict[int, _Doc] = {}
         self.summary = IngestSummary(collection=name)
@@ -295,7 +311,8 @@ class _Run:
                 if message[0] == "end":
                     return
                 self.handle(message)
-            if len(self.buffer) >= self.flush_size:
+            if len(self.buffer) >= self.window:
+                self.window = min(self.window * 2, self.flush_size)
                 self.flush()
 
     def handle(self, message: tuple) -> None:
@@ -346,8 +363,8 @@ class _Run:
             batch, self.buffer = self.buffer[:limit], self.buffer[limit:]
         for lo in range(0, len(batch), self.encode_size):
             part = batch[lo : lo + self.encode_size]
-            vectors = embed_chunks(self.store, self.collection, self.embedder, [(doc.ids[chunk.chunk_index], chunk) for chunk, doc in part])
             ids = [doc.ids[chunk.chunk_index] for chunk, doc in part]
+            vectors = embed_chunks(self.store, self.collection, self.embedder, [(cid, chunk) for cid, (chunk, _) in zip(ids, part)])
             texts = [chunk.text for chunk, _ in part]
             metas = [
                 rec.chunk_metadata(chunk, source_path=doc.source_path, doc_hash=doc.content_hash, ingest_key=doc.key, ingested_at=doc.ingested_at)
@@ -476,6 +493,7 @@ def embed_chunks(store: Store, collection, embedder: Embedder, chunks: list[tupl
     if not hasattr(embedder, "encode_with_spans"):
         return embedder.encode(texts)
     spans = [[(len(c.header) + a, len(c.header) + b) for a, b in sentence_spans(c.text)] for _, c in chunks]
+    spans = [s if len(s) > 1 else [] for s in spans]  # one sentence: nothing to store, no pooling
     vectors, sentence_vectors = embedder.encode_with_spans(texts, spans)
     store.sentences.put(str(collection.id), [
         (cid, fingerprint(embedder.name, c.header, c.text), found)

@@ -154,14 +154,19 @@ class Embedder:
         for lo in range(0, n, step):
             part = order[lo : lo + step]
             batch = [texts[i] for i in part]
-            offsets = self.tokenizer(batch, return_offsets_mapping=True, truncation=True, max_length=self.max_seq_length)["offset_mapping"]
+            spanned = [k for k, i in enumerate(part) if spans[i]]  # texts without spans need no offsets
+            found = self.tokenizer([batch[k] for k in spanned], return_offsets_mapping=True, truncation=True, max_length=self.max_seq_length)["offset_mapping"] if spanned else []
+            offsets = dict(zip(spanned, found))
             with self._encode_lock:
                 outputs = self.model.encode(batch, batch_size=self.batch_size, output_value=None, show_progress_bar=False)
-            for i, out, offs in zip(part, outputs, offsets):
-                length = int(out["attention_mask"].sum())
-                tokens = out["token_embeddings"][:length].float().numpy()
+            for k, (i, out) in enumerate(zip(part, outputs)):
                 vector = out["sentence_embedding"].float().numpy()
                 vectors[i] = vector / max(float(np.linalg.norm(vector)), 1e-12)
+                if not spans[i]:
+                    continue
+                offs = offsets[k]
+                length = int(out["attention_mask"].sum())
+                tokens = out["token_embeddings"][:length].float().numpy()
                 starts = np.array([a for a, b in offs], dtype=np.int64)
                 ends = np.array([b for a, b in offs], dtype=np.int64)
                 real = ends > starts  # special tokens have empty offsets
