@@ -449,11 +449,10 @@ def _ingest_locked(paths, settings, store, embedder, name, progress, prune, canc
     # test_an_ingest_after_a_swap_killed_midway_loses_nothing). Finish it first: we hold the lock.
     admin.recover_collection(store, name)
     run = _Run(settings, store, embedder, name, progress, cancel)
-    store.repair(name)
+    _, heads = store.repair_and_heads(name)
     items = [(item, _size(item.path)) for item in discover(paths)]
     run.files_total = len(items)
     run.bytes_total = sum(size for _, size in items)
-    heads = store.current_heads(run.collection)
     run.emit("start")
     reader = _Reader(run, items, heads).start()
     try:

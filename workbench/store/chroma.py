@@ -414,6 +414,13 @@ class Store:
         change left "changing" gets a new token. Returns the number of chunks removed. Idempotent. Call it only while holding
         the collection lock (:func:`workbench.store.locks.collection_lock`): it would delete
         another process's ingest in progress."""
+        return self.repair_and_heads(name)[0]
+
+    def repair_and_heads(self, name: str) -> tuple[int, dict[str, dict]]:
+        """:meth:`repair`, returning ``(chunks removed, {document_id: head metadata})``: the
+        current heads after it (as :meth:`current_heads` would read them). One query of the
+        heads' metadata and a scan of the ids (a chunk's head is read from its id: a metadata
+        scan costs ~0.08 ms a chunk, the ids ~0.002 ms), besides the uncommitted chunks."""
         collection = self.get_collection(name)
         removed = 0
         loose = collection.get(where=rec.UNCOMMITTED, include=["metadatas"])["metadatas"] or []
@@ -422,31 +429,44 @@ class Store:
         by_doc: dict[str, list[dict]] = {}
         for meta in self.committed_heads(collection):
             by_doc.setdefault(meta["document_id"], []).append(meta)
+        current: dict[str, dict] = {}
         for document_id, versions in by_doc.items():
             versions.sort(key=rec.version_order)
             for stale in versions[:-1]:
                 removed += self.delete_version(collection, document_id, stale["ingest_key"])
-        heads = {rec.head_id_of(m) for m in self.committed_heads(collection)}
+            current[document_id] = versions[-1]
+        heads = {rec.head_id_of(m) for m in current.values()}
         orphans: list[str] = []
         kept: set[str] = set()
+        unknown: list[str] = []  # ids chunk_id did not make: judged by their metadata
         offset = 0
         while True:
-            got = collection.get(include=["metadatas"], limit=PAGE, offset=offset)
-            for cid, m in zip(got["ids"], got["metadatas"]):
-                if rec.head_id_of(m or {}) in heads:
+            got = collection.get(include=[], limit=PAGE, offset=offset)
+            for cid in got["ids"]:
+                head = rec.head_id_of_id(cid)
+                if head is None:
+                    unknown.append(cid)
+                elif head in heads:
                     kept.add(cid)
                 else:
                     orphans.append(cid)
             if len(got["ids"]) < PAGE:
                 break
             offset += PAGE
+        for lo in range(0, len(unknown), PAGE):
+            got = collection.get(ids=unknown[lo : lo + PAGE], include=["metadatas"])
+            for cid, m in zip(got["ids"], got["metadatas"]):
+                if rec.head_id_of(m or {}) in heads:
+                    kept.add(cid)
+                else:
+                    orphans.append(cid)
         removed += self.delete_ids(collection, orphans, committed=False)
         self.sentences.delete(str(collection.id), self.sentences.ids(str(collection.id)) - kept)
         if self.revision(self.get_collection(name)) is None:  # a change was killed midway
             self._set_revision(collection, changing=False)
         if removed:
             log.warning("repaired collection %s: removed %d chunks of unfinished ingests or deletes", name, removed)
-        return removed
+        return removed, current
 
 
 def _set_http_timeout(client, seconds: float) -> None:

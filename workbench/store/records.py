@@ -25,6 +25,7 @@ A chunk is one Chroma record: id, text (``documents``), embedding and a flat met
 from __future__ import annotations
 
 import hashlib
+import re
 import uuid
 from collections.abc import Iterable
 from datetime import datetime, timezone
@@ -82,6 +83,17 @@ def is_head_id(cid: str) -> bool:
 def head_id_of(meta: dict[str, Any]) -> str:
     """The head id of the version a stored chunk (its metadata) belongs to."""
     return head_id(str(meta.get("document_id", "")), str(meta.get("ingest_key", "")))
+
+
+_CHUNK_ID = re.compile(r"([0-9a-f]{16}-[0-9a-f]{12})-[0-9]{6,}")
+
+
+def head_id_of_id(cid: str) -> str | None:
+    """The head id of the version a chunk belongs to, from its id alone (no metadata read:
+    scanning ids is ~40x cheaper than scanning metadata); None for an id :func:`chunk_id`
+    did not make."""
+    match = _CHUNK_ID.fullmatch(cid)
+    return f"{match.group(1)}-{0:06d}" if match else None
 
 
 def version_where(document_id: str, ingest_key: str) -> dict:
