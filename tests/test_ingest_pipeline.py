@@ -132,3 +132,20 @@ def test_cancel_stops_the_reader_and_rolls_back(tmp_path, settings, store, embed
     assert kinds.count("chunks") <= 1
     assert store.documents("knowledge_base") == [] and store.collection_info("knowledge_base").chunks == 0
     assert not [t for t in threading.enumerate() if t.name == "ingest-reader"]
+
+
+def test_replaced_versions_are_deleted_in_one_go_one_chunk_documents_written_committed(tmp_path, settings, store, embedder):
+    docs = {**many_docs(3), "short.txt": "A short note about the delta.", "other.txt": "Another note about a glacier."}
+    kb = write_docs(tmp_path / "kb", docs)
+    first = ingest_paths([kb], settings=settings, store=store, embedder=embedder)
+    assert first.count("added") == 5
+    for name in ("doc001.txt", "short.txt"):
+        (kb / name).write_text(docs[name] + " Revised.", encoding="utf-8")
+    second = ingest_paths([kb], settings=settings, store=store, embedder=embedder)
+    assert second.count("replaced") == 2 and second.count("unchanged") == 3
+    documents = store.documents("knowledge_base")
+    collection = store.get_collection("knowledge_base")
+    assert collection.count() == sum(d.chunks for d in documents)  # no chunk of an old version left
+    assert store.repair("knowledge_base") == 0
+    hits = {h.text for d in documents for h in store.document_chunks("knowledge_base", d.document_id)}
+    assert any(t.endswith("Revised.") for t in hits) and "A short note about the delta." not in hits

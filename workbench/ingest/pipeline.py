@@ -112,6 +112,7 @@ class _Doc:
     replaces: str | None
     started: float
     source_path: str
+    replaces_chunks: int = 0
     ids: list[str] = field(default_factory=list)
     pages: int = 0
     ocr_pages: int = 0
@@ -198,7 +199,8 @@ class _Reader:
         if head and head.get("ingest_key") == key:
             self._send(("unchanged", file, size, head))
             return
-        doc = _Doc(file, size, document_id, key, content_hash, rec.version_time(), head.get("ingest_key") if head else None, started, self._resolved(file.path))
+        doc = _Doc(file, size, document_id, key, content_hash, rec.version_time(), head.get("ingest_key") if head else None, started, self._resolved(file.path),
+                   replaces_chunks=int(head.get("doc_chunks", 0) or 0) if head else 0)
         group: list[Chunk] = []
         try:
             for chunk in run.chunker.chunk_pages(
@@ -366,13 +368,17 @@ class _Run:
             ids = [doc.ids[chunk.chunk_index] for chunk, doc in part]
             vectors = embed_chunks(self.store, self.collection, self.embedder, [(cid, chunk) for cid, (chunk, _) in zip(ids, part)])
             texts = [chunk.text for chunk, _ in part]
-            metas = [
-                rec.chunk_metadata(chunk, source_path=doc.source_path, doc_hash=doc.content_hash, ingest_key=doc.key, ingested_at=doc.ingested_at)
-                for chunk, doc in part
-            ]
-            self.store.write_chunks(self.collection, ids, texts, metas, vectors)
+            metas, whole = [], []
+            for chunk, doc in part:
+                meta = rec.chunk_metadata(chunk, source_path=doc.source_path, doc_hash=doc.content_hash, ingest_key=doc.key, ingested_at=doc.ingested_at)
+                if doc.chunked and len(doc.ids) == 1:  # a one-chunk document: written committed
+                    meta.update(rec.head_summary(pages=doc.pages, chunks=1, ocr_pages=doc.ocr_pages))
+                    whole.append(doc)
+                metas.append(meta)
+            self.store.write_chunks(self.collection, ids, texts, metas, vectors, committed=bool(whole))
             for _, doc in part:
                 doc.flushed += 1
+            self.finish_committed(whole)
             self.chunks_done += len(part)
             self.emit("chunks")
             self.check_cancel()
@@ -388,9 +394,15 @@ class _Run:
             self.collection,
             [(d.ids, rec.head_summary(pages=d.pages, chunks=len(d.ids), ocr_pages=d.ocr_pages)) for d in ready],
         )
-        for doc in ready:
-            if doc.replaces:
-                self.store.delete_version(self.collection, doc.document_id, doc.replaces)
+        self.finish_committed(ready)
+
+    def finish_committed(self, docs: list[_Doc]) -> None:
+        """After ``docs`` were committed: delete the versions they replace (one request for
+        all), report them."""
+        replaced = [(d.document_id, d.replaces, d.replaces_chunks) for d in docs if d.replaces]
+        if replaced:
+            self.store.delete_versions(self.collection, replaced)
+        for doc in docs:
             del self.open_docs[id(doc)]
             self.bytes_done += doc.size
             self.finish_file(

@@ -353,15 +353,19 @@ class Store:
         return [rec.hit_from_record(cid, text, meta, 0.0) for cid, text, meta in rows]
 
     # --- writing -----------------------------------------------------------------------------
-    def write_chunks(self, collection, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict], embeddings) -> None:
+    def write_chunks(self, collection, ids: Sequence[str], texts: Sequence[str], metadatas: Sequence[dict], embeddings, *, committed: bool = False) -> None:
         """Upsert chunk records (uncommitted, as :func:`records.chunk_metadata` makes them) in
-        requests of at most ``max_batch`` records."""
+        requests of at most ``max_batch`` records. ``committed=True`` says some are heads of
+        one-chunk versions written committed (their metadata updated with
+        :func:`records.head_summary`: one record, so the version appears whole or not at all,
+        with no commit request): the revision then changes as for a commit."""
         step = self.max_batch
-        for i in range(0, len(ids), step):
-            collection.upsert(
-                ids=list(ids[i : i + step]), embeddings=embeddings[i : i + step],
-                documents=list(texts[i : i + step]), metadatas=list(metadatas[i : i + step]),
-            )
+        with self._changing(collection) if committed else contextlib.nullcontext():
+            for i in range(0, len(ids), step):
+                collection.upsert(
+                    ids=list(ids[i : i + step]), embeddings=embeddings[i : i + step],
+                    documents=list(texts[i : i + step]), metadatas=list(metadatas[i : i + step]),
+                )
 
     def commit_versions(self, collection, versions: Sequence[tuple[list[str], dict]]) -> None:
         """Commit several written versions at once: ``versions`` is ``[(chunk ids in order,
@@ -398,6 +402,15 @@ class Store:
         ordered = ([head] if head in ids else []) + [i for i in ids if i != head]
         committed = head in ids and rec.is_committed((collection.get(ids=[head], include=["metadatas"])["metadatas"] or [None])[0])
         return self.delete_ids(collection, ordered, committed=committed)
+
+    def delete_versions(self, collection, versions: Sequence[tuple[str, str, int]]) -> int:
+        """Delete several versions at once, given as ``(document_id, ingest_key, chunks)`` with
+        ``chunks`` as their head's ``doc_chunks`` says: every head first, in one request, then
+        the other chunks (ids made, not queried). Returns how many ids were deleted or absent.
+        A chunk the count missed has no head left: repair removes it."""
+        heads = [rec.head_id(d, k) for d, k, _ in versions]
+        rest = [rec.chunk_id(d, k, i) for d, k, n in versions for i in range(1, n)]
+        return self.delete_ids(collection, heads + rest) if heads else 0
 
     def delete_document(self, name: str, document_id: str) -> int:
         """Delete every chunk of a document (all versions, heads first); returns how many were

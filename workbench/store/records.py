@@ -12,7 +12,8 @@ A chunk is one Chroma record: id, text (``documents``), embedding and a flat met
 - **Commit flag** ``complete``: chunks are written with ``complete=False`` and flipped to True
   when the whole document is in; chunk 0 (the *head*) flips last and then carries the document
   summary (doc_pages, doc_chunks, doc_ocr_pages). The head is the authority: a version of a
-  document is *committed* exactly when its head is complete.
+  document is *committed* exactly when its head is complete. A version of one chunk may be
+  written committed at once (its head is all of it: there is nothing to flip first).
 - **Current version**: of several committed versions of one document (a run killed between
   committing a new version and deleting the old one), only the newest (by ``ingested_at``, then
   ingest key) is current. Search, BM25 and the document list show current versions only;
