@@ -361,6 +361,38 @@ def test_ask_reports_a_down_ollama_before_loading_any_model(tmp_path):
     assert "no-such-model" not in r.stderr and "Traceback" not in r.stderr
 
 
+@pytest.mark.timeout(30)
+def test_a_silent_ollama_is_reported_by_the_quick_check(tmp_path):
+    """A server that accepts connections and never answers (hung, or a proxy in front of a dead
+    one) fails ``ensure_reachable`` after REACHABLE_TIMEOUT, named as the quick check's wait and
+    not as the user's OLLAMA_TIMEOUT (60 s here, which was never waited for)."""
+    import socket
+
+    from workbench.answer.ollama import REACHABLE_TIMEOUT, ensure_reachable
+
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(4)
+        settings = Settings(_env_file=None, ollama_base_url=f"http://127.0.0.1:{server.getsockname()[1]}", ollama_timeout=60)
+        with pytest.raises(OllamaError) as info:
+            ensure_reachable(settings)
+    assert info.value.kind == "timeout"
+    assert f"did not answer within {REACHABLE_TIMEOUT:g} s (quick metadata call)" in str(info.value)
+    assert "(OLLAMA_TIMEOUT)" not in str(info.value)
+
+
+def test_the_cli_loads_no_retrieval_or_model_code_to_start(tmp_path):
+    """``python -m workbench`` builds its parser without the encoder, Chroma or the retrieval
+    stack, so ``ask`` reaches its Ollama check (and a down server is reported) in well under a
+    second of imports; they load inside the commands that need them."""
+    code = ("import sys, workbench.cli; workbench.cli.build_parser(); "
+            "print(sorted(m for m in ('chromadb', 'torch', 'sentence_transformers', 'workbench.retrieval', "
+            "'workbench.ingest.pipeline', 'workbench.models.embeddings') if m in sys.modules))")
+    r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "[]", r.stdout
+
+
 def test_a_streamed_answer_stops_at_its_deadline(kb, fake):
     """OLLAMA_ANSWER_TIMEOUT bounds a whole answer even while pieces keep coming."""
     settings, store, embedder = kb

@@ -23,10 +23,9 @@ from workbench.config import Settings
 from workbench.errors import InvalidRequestError
 from workbench.documents import Hit
 from workbench.answer.ollama import OllamaCallError, classify_error, make_client
-from workbench.answer.prompt import Prompt, build_messages
+from workbench.answer.prompt import DEFAULT_TEMPERATURE, Prompt, build_messages
 from workbench.retrieval.search import search
 
-DEFAULT_TEMPERATURE = 0.1  # low: answers should stick to the retrieved text
 
 
 # --------------------------------------------------------------------------------------------

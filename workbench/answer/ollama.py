@@ -92,7 +92,7 @@ def classify_error(exc: BaseException, *, settings: Settings, model: str | None 
         return OllamaCallError(
             "timeout",
             f"Ollama at {url} did not answer within {read:g} s"
-            + (" (OLLAMA_TIMEOUT)" if read == timeout else " (quick metadata call)")
+            + (" (OLLAMA_TIMEOUT)" if read_timeout is None else " (quick metadata call)")
             + (f" for model {model!r}" if model else ""),
             [
                 "the model may still be loading into memory or be too slow for this machine: retry, "
@@ -152,8 +152,10 @@ METADATA_TIMEOUT = 3.0  # seconds; /api/tags, /api/version and /api/show answer 
 #: Seconds to open a connection: a running Ollama accepts at once, so a down or unreachable
 #: server is reported within this time.
 CONNECT_TIMEOUT = 3.0
-#: Seconds :func:`ensure_reachable` waits for /api/version in all.
-REACHABLE_TIMEOUT = 3.0
+#: Seconds :func:`ensure_reachable` waits to connect and for /api/version's answer (a running
+#: Ollama answers in milliseconds). 2 s, so that ``python -m workbench ask`` reports a silent
+#: server within 3 s of the command, process start (~0.8 s) included (benchmarks/chat.py).
+REACHABLE_TIMEOUT = 2.0
 _CLIENTS: dict[tuple[str, float, float], ollama.Client] = {}
 _CLIENTS_LOCK = threading.Lock()
 
@@ -224,5 +226,12 @@ def ensure_reachable(settings: Settings) -> str:
     """Ask Ollama for its version, waiting at most REACHABLE_TIMEOUT seconds: call it before
     anything slow (loading models, retrieval) so a down or unreachable server is reported at
     once. Returns the version; raises OllamaCallError saying what failed and how to fix it."""
-    quick = settings.model_copy(update={"ollama_timeout": min(float(settings.ollama_timeout), REACHABLE_TIMEOUT)})
-    return server_version(quick)
+    seconds = min(float(settings.ollama_timeout), REACHABLE_TIMEOUT)
+    quick = settings.model_copy(update={"ollama_timeout": seconds})
+    try:
+        data = make_client(quick, read_timeout=seconds)._request_raw("GET", "/api/version").json()
+    except Exception as exc:
+        raise classify_error(exc, settings=quick, read_timeout=seconds) from exc
+    if not isinstance(data, dict) or "version" not in data:
+        raise classify_error(KeyError("version"), settings=settings)
+    return str(data["version"])

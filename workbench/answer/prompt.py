@@ -11,6 +11,9 @@ from typing import Any
 from workbench.errors import ConfigError
 from workbench.documents import Hit
 
+#: Sampling temperature of an answer: low, so answers stick to the retrieved text.
+DEFAULT_TEMPERATURE = 0.1
+
 SYSTEM_PROMPT = (
     "You are a careful assistant that answers questions about the user's documents.\n"
     "Answer ONLY from the numbered context passages in the user's message; do not use outside "

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 import sys
 
-from workbench.answer.chat import DEFAULT_TEMPERATURE, ask_stream, citation_dict
-from workbench.answer.ollama import ensure_reachable
 from workbench.answer.conversations import ConversationStore, check_question
+from workbench.answer.ollama import ensure_reachable
+from workbench.answer.prompt import DEFAULT_TEMPERATURE
 from workbench.config import SEARCH_MODES, Settings
 from workbench.errors import OllamaError
 
@@ -41,6 +41,7 @@ def _print_citations(citations) -> None:
 
 
 def run(args, settings: Settings) -> int:
+    from workbench.answer.chat import ask_stream, citation_dict  # loads retrieval: after the Ollama check
     from workbench.models.embeddings import get_embedder
     from workbench.store.chroma import open_store
 

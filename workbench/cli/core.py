@@ -9,10 +9,6 @@ from pathlib import Path
 
 from workbench.config import SEARCH_MODES, Settings
 from workbench.documents import IngestEvent
-from workbench.models.embeddings import get_embedder
-from workbench.ingest.pipeline import ingest_paths
-from workbench.retrieval import delete_collection, search
-from workbench.store import admin, open_store
 
 
 def register(sub) -> None:
@@ -75,6 +71,10 @@ class _Bar:
 
 
 def run_ingest(args, settings: Settings) -> int:
+    from workbench.ingest.pipeline import ingest_paths
+    from workbench.models.embeddings import get_embedder
+    from workbench.store import open_store
+    
     store = open_store(settings)
     name = args.collection or settings.collection_name
     if args.if_empty and store.has_collection(name) and store.collection_info(name).documents:
@@ -101,6 +101,10 @@ def _hit_dict(hit) -> dict:
 
 
 def run_search(args, settings: Settings) -> int:
+    from workbench.models.embeddings import get_embedder
+    from workbench.retrieval import search
+    from workbench.store import open_store
+    
     store = open_store(settings)
     embedder = get_embedder(settings)
     queries = [args.query] if args.query else []
@@ -123,6 +127,8 @@ def run_search(args, settings: Settings) -> int:
 
 
 def run_collections(args, settings: Settings) -> int:
+    from workbench.store import open_store
+    
     infos = open_store(settings).list_collections()
     if args.json:
         print(json.dumps([asdict(i) for i in infos], indent=2))
@@ -135,6 +141,8 @@ def run_collections(args, settings: Settings) -> int:
 
 
 def run_documents(args, settings: Settings) -> int:
+    from workbench.store import open_store
+    
     docs = open_store(settings).documents(args.collection or settings.collection_name)
     if args.json:
         print(json.dumps([asdict(d) for d in docs], indent=2))
@@ -154,6 +162,9 @@ def run_verify(args, settings: Settings) -> int:
 
 
 def run_delete(args, settings: Settings) -> int:
+    from workbench.retrieval import delete_collection
+    from workbench.store import admin, open_store
+    
     store = open_store(settings)
     if not args.document:
         delete_collection(store, args.collection)

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from workbench.config import Settings
-from workbench.retrieval.search import MODES
+from workbench.config import SEARCH_MODES as MODES
 
 
 def register(sub) -> None:
