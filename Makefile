@@ -47,6 +47,9 @@ test: install browser lint
 test-fast: install lint
 	$(PY) -m pytest -q -m "not slow and not browser"
 
+## Every benchmark (tens of minutes; run it on a quiet machine), then one table of the speed
+## goals against their anchors, also written into the README.
 bench: install
 	$(PY) benchmarks/ingest.py
-	@for b in benchmarks/*.py; do [ "$$b" = benchmarks/ingest.py ] || $(PY) $$b; done
+	@for b in benchmarks/*.py; do case $$b in benchmarks/ingest.py|benchmarks/goals.py|benchmarks/_common.py) ;; *) $(PY) $$b || exit 1;; esac; done
+	$(PY) benchmarks/goals.py --readme

@@ -7,7 +7,13 @@ Measured (median of N runs, seconds):
 - ours_prompt: ``ask_stream(hits=...)``: token-budgeted prompt + new client, no retrieval;
 - ours_full: ``ask_stream(...)`` with retrieval (query embedding + Chroma) from a real store.
 The fake server answers at once, so these are pure client-side overheads; a real model adds its
-own prompt-evaluation time on top of all of them. Writes benchmarks/results/chat.json.
+own prompt-evaluation time on top of all of them.
+
+Ollama down (issue 13, goal 5: reported within 3 s of the command): wall time of a whole
+``python -m workbench ask`` process, from its start to its exit with the error, when OLLAMA_BASE_URL
+is a loopback port nobody listens on ("refused") and when it is a loopback socket that accepts
+connections and never answers ("silent", as a hung or firewalled server). Writes
+benchmarks/results/chat.json.
 
 Run: ``.venv/bin/python benchmarks/chat.py [--runs N]``.
 """
@@ -16,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -58,6 +66,32 @@ def interleaved_medians(variants: dict, runs: int) -> dict[str, float]:
         for name, fn in variants.items():
             times[name].append(first_token_s(fn))
     return {name: statistics.median(values) for name, values in times.items()}
+
+
+def ollama_down() -> list[dict]:
+    """Seconds from starting ``python -m workbench ask`` to its exit, Ollama refused or silent;
+    ``reported`` says it exited non-zero naming Ollama on stderr."""
+    cases = []
+    for case in ("refused", "silent"):
+        with socket.socket() as server:
+            server.bind(("127.0.0.1", 0))
+            port = server.getsockname()[1]
+            if case == "silent":
+                server.listen(16)  # accepts (the kernel does), never reads or answers
+            else:
+                server.close()
+            env = {**os.environ, "OLLAMA_BASE_URL": f"http://127.0.0.1:{port}", "HF_HUB_OFFLINE": "1"}
+            with tempfile.TemporaryDirectory() as tmp:
+                env.update(CHROMA_PERSIST_PATH=str(Path(tmp) / "chroma"), LOG_DIR=str(Path(tmp) / "logs"))
+                t0 = time.perf_counter()
+                out = subprocess.run([sys.executable, "-m", "workbench", "ask", "Which river is longest?"], cwd=REPO, env=env,
+                                     capture_output=True, text=True, timeout=120)
+                seconds = time.perf_counter() - t0
+        reported = out.returncode != 0 and "ollama" in out.stderr.lower()
+        cases.append({"case": case, "seconds": round(seconds, 2), "exit_code": out.returncode, "reported": reported,
+                      "message": out.stderr.strip().splitlines()[-1][:300] if out.stderr.strip() else ""})
+        print(f"Ollama {case}: `ask` exited {out.returncode} after {seconds:.2f} s: {cases[-1]['message']}", flush=True)
+    return cases
 
 
 def main() -> int:
@@ -117,6 +151,7 @@ def main() -> int:
         "ratio_ours_full_vs_direct_reused": round(results["ours_full"] / results["direct_reused"], 2),
         "overhead_full_minus_direct_ms": round((results["ours_full"] - results["direct_reused"]) * 1000, 2),
         "note": "fake Ollama on loopback answering at once; client-side overhead only",
+        "ollama_down": ollama_down(),
     }
     for name, value in results.items():
         print(f"{name:>14}: {value * 1000:8.2f} ms to first token (median of {args.runs})")

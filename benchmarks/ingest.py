@@ -1,24 +1,36 @@
-"""Ingestion benchmark (``make bench``): on the same corpus, in one run,
+"""Ingestion benchmark (``make bench``): our ingest against raw encoding and LangChain, per
+corpus shape, in one run on one machine.
 
-1. raw ``SentenceTransformer.encode`` of our chunks, with the same encoder we ingest with
-   (OpenVINO by default) and with torch fp32, batch 32;
-2. our full ingest (load, chunk, embed, write to Chroma, commit);
-3. a LangChain pipeline doing the same job: RecursiveCharacterTextSplitter +
-   HuggingFaceEmbeddings (the same local MiniLM, torch) + Chroma.from_documents;
-4. re-ingest of the unchanged corpus;
-5. peak RSS of a child process ingesting the corpus 1x and 3x (must stay flat), and a
-   1,000-page generated PDF;
-6. quality: recall@5 of vector search on SQuAD dev questions with torch vs OpenVINO vectors.
+Shapes (generated into a temp folder at run time; nothing is committed):
 
-Targets (issue 3): ours >= 0.85 x raw encode of the same encoder; >= 2.5 x LangChain;
-re-ingest <= 2 % of the first ingest; peak memory flat. Prints a table, writes
-benchmarks/results/ingest.json. Usage: python benchmarks/ingest.py [--quick]
+- ``text``: ``shared/corpus/text`` (27 prose/markdown/rst files, 1.4 MB);
+- ``small``: one file per paragraph of that corpus (>= 5,000 files of 40+ characters);
+- ``one-line``: one 10 MB text file on a single line (the corpus, whitespace collapsed);
+- ``pdf`` (``--pdf``): a generated 1,000-page text-layer PDF.
+
+For each shape a child process loads the embedder (EMBEDDING_BACKEND/PRECISION as configured),
+chunks the files (untimed), encodes those chunks raw (``SentenceTransformer.encode`` of
+``header + text``, one call, batch EMBEDDING_BATCH_SIZE, the same model object; a seeded
+random sample of RAW_SAMPLE chunks when there are more), ingests the
+shape with :func:`workbench.ingest.pipeline.ingest_paths` into a fresh Chroma while sampling RSS
+every 50 ms, then encodes raw again: raw chunks/s is from the mean of the two raw runs around the
+ingest, so load drift on the shared machine cancels. Another child runs LangChain's default
+pipeline on the same files (RecursiveCharacterTextSplitter at ~200 tokens, HuggingFaceEmbeddings
+of the same local MiniLM on torch, Chroma.from_documents).
+
+Goals (issue 13): ours >= 0.9x raw encode of the same encoder on every shape; ours >= 2.5x
+LangChain's wall time on ``text`` and ``small``. Prints one table with the CPU flags and writes
+benchmarks/results/ingest.json. Usage: python benchmarks/ingest.py [--quick] [--pdf]
+[--shapes text,small,...] [--no-langchain] [--langchain-all]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import random
+import re
 import shutil
 import subprocess
 import sys
@@ -28,81 +40,46 @@ from pathlib import Path
 
 from _common import REPO, require_corpus, write_result
 
-from tests.conftest import make_settings
+SHAPES = ("text", "small", "one-line", "pdf")
+#: Shapes LangChain runs on by default (goal 4); ``--langchain-all`` adds one-line (never the
+#: PDF: its default loader, langchain-community, is not installed).
+LANGCHAIN_SHAPES = ("text", "small")
+MIN_SMALL_FILES = 5000
+#: Chunks the raw-encode anchor encodes (a seeded random sample; all when fewer).
+RAW_SAMPLE = 1500
 
 
-def our_ingest(files_dir: Path, tmp: Path, backend: str):
-    from workbench.models.embeddings import get_embedder
-    from workbench.ingest.pipeline import ingest_paths
-    from workbench.store.chroma import open_store
-
-    settings = make_settings(tmp, embedding_backend=backend)
-    embedder = get_embedder(settings)
-    store = open_store(settings)
-    t = time.perf_counter()
-    summary = ingest_paths([files_dir], settings=settings, store=store, embedder=embedder)
-    first = time.perf_counter() - t
-    t = time.perf_counter()
-    again = ingest_paths([files_dir], settings=settings, store=store, embedder=embedder)
-    second = time.perf_counter() - t
-    texts = store.get_collection(settings.collection_name).get(include=["documents"])["documents"]
-    assert again.count("unchanged") == len(summary.results) - summary.count("failed")
-    return embedder, texts, first, second, summary.chunks_added
+# --- corpus shapes ----------------------------------------------------------------------------
+def corpus_files(corpus: Path) -> list[Path]:
+    return [p for p in sorted((corpus / "text").rglob("*")) if p.is_file() and p.suffix in (".txt", ".md", ".rst")]
 
 
-def raw_encode(model, texts: list[str]) -> float:
-    t = time.perf_counter()
-    model.encode(texts, batch_size=32, normalize_embeddings=True, show_progress_bar=False)
-    return time.perf_counter() - t
-
-
-def langchain_pipeline(files_dir: Path, tmp: Path, model_path: str) -> tuple[float, int]:
-    from langchain_chroma import Chroma
-    from langchain_core.documents import Document
-    from langchain_huggingface import HuggingFaceEmbeddings
-    from langchain_text_splitters import RecursiveCharacterTextSplitter
-
-    t = time.perf_counter()
-    docs = [Document(page_content=p.read_text(encoding="utf-8", errors="replace"), metadata={"source": str(p)}) for p in sorted(files_dir.rglob("*")) if p.is_file()]
-    # ~200 MiniLM tokens is ~800 characters of English: the same chunk size as ours.
-    splits = RecursiveCharacterTextSplitter(chunk_size=800, chunk_overlap=128).split_documents(docs)
-    embeddings = HuggingFaceEmbeddings(model_name=model_path, model_kwargs={"device": "cpu"}, encode_kwargs={"normalize_embeddings": True, "batch_size": 32})
-    Chroma.from_documents(splits, embeddings, persist_directory=str(tmp / "lc"), collection_name="langchain")
-    return time.perf_counter() - t, len(splits)
-
-
-PEAK_CHILD = """
-import os, resource, sys, threading
-sys.path.insert(0, sys.argv[3])
-from pathlib import Path
-from tests.conftest import make_settings
-from workbench.models.embeddings import get_embedder
-from workbench.ingest.pipeline import ingest_paths
-from workbench.store.chroma import open_store
-s = make_settings(Path(sys.argv[2]))
-store, embedder = open_store(s), get_embedder(s)
-embedder.encode(["warm up"])
-load_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss // 1024
-page = os.sysconf("SC_PAGE_SIZE")
-rss = lambda: int(open("/proc/self/statm").read().split()[1]) * page // 2**20
-before, peak, done = rss(), [0], threading.Event()
-def sample():
-    while not done.wait(0.05):
-        peak[0] = max(peak[0], rss())
-threading.Thread(target=sample, daemon=True).start()
-ingest_paths([Path(sys.argv[1])], settings=s, store=store, embedder=embedder)
-done.set()
-print(load_peak, before, max(peak[0], rss()))
-"""
-
-
-def peak_mb(files_dir: Path, tmp: Path) -> dict:
-    """A child process ingests ``files_dir``: ``{"load_peak", "before_ingest", "ingest_peak"}``
-    in MB (the peak while loading the model, the RSS after loading, the sampled peak RSS during
-    the ingest, every 50 ms)."""
-    out = subprocess.run([sys.executable, "-c", PEAK_CHILD, str(files_dir), str(tmp), str(REPO)], capture_output=True, text=True, check=True)
-    load_peak, before, during = map(int, out.stdout.strip().splitlines()[-1].split())
-    return {"load_peak": load_peak, "before_ingest": before, "ingest_peak": during}
+def make_shape(shape: str, corpus: Path, dest: Path, *, quick: bool) -> Path:
+    """Write one corpus shape under ``dest``; returns the folder to ingest."""
+    folder = dest / shape
+    folder.mkdir(parents=True)
+    if shape == "text":
+        shutil.copytree(corpus / "text", folder, dirs_exist_ok=True, ignore=shutil.ignore_patterns("MANIFEST.md"))
+    elif shape == "small":
+        paragraphs = []
+        for path in corpus_files(corpus):
+            text = path.read_text(encoding="utf-8-sig", errors="replace").replace("\r\n", "\n")
+            paragraphs += [p.strip() for p in re.split(r"\n\s*\n", text) if len(p.strip()) >= 40]
+        if quick:
+            paragraphs = paragraphs[:1000]
+        elif len(paragraphs) < MIN_SMALL_FILES:
+            sys.exit(f"only {len(paragraphs)} paragraphs in the corpus, fewer than {MIN_SMALL_FILES}")
+        for i, paragraph in enumerate(paragraphs):
+            (folder / f"p{i:05d}.txt").write_text(paragraph + "\n", encoding="utf-8")
+    elif shape == "one-line":
+        words = " ".join(p.read_text(encoding="utf-8-sig", errors="replace") for p in corpus_files(corpus)).split()
+        size = 1_000_000 if quick else 10_000_000
+        line = " ".join(words)
+        line = (line + " ") * (size // len(line) + 1)
+        (folder / "one-line.txt").write_text(line[:size].strip() + "\n", encoding="utf-8")
+    elif shape == "pdf":
+        make_long_pdf(folder / "long.pdf", 200 if quick else 1000)
+    return folder
 
 
 def make_long_pdf(path: Path, pages: int) -> None:
@@ -125,91 +102,191 @@ def make_long_pdf(path: Path, pages: int) -> None:
         writer.write(fh)
 
 
-def squad_recall(backend: str, tmp: Path, corpus: Path, n: int = 300) -> float:
+# --- children -------------------------------------------------------------------------------
+def child_ours(folder: Path, tmp: Path) -> dict:
+    """Raw encode, our ingest (RSS sampled), raw encode again, re-ingest; one JSON-able dict."""
+    import resource
+    import threading
+
+    from tests.conftest import make_settings
+    from workbench.ingest.chunking import Chunker
+    from workbench.ingest.loaders import iter_pages
+    from workbench.ingest.pipeline import discover, ingest_paths
     from workbench.models.embeddings import get_embedder
-    from workbench.ingest.pipeline import ingest_paths
-    from workbench.retrieval.search import search
     from workbench.store.chroma import open_store
 
-    settings = make_settings(tmp, embedding_backend=backend)
+    settings = make_settings(tmp)
     embedder, store = get_embedder(settings), open_store(settings)
-    ingest_paths([corpus / "squad" / "docs"], settings=settings, store=store, embedder=embedder)
-    rows = [json.loads(line) for line in (corpus / "squad" / "dev.jsonl").read_text().splitlines()]
-    rows = rows[:: max(1, len(rows) // n)][:n]
-    found = 0
-    for row in rows:
-        hits = search(row["question"], settings=settings, store=store, embedder=embedder, top_k=5)
-        found += any(h.file_name == f"{row['title']}.md" and row["answers"][0].lower() in h.text.lower() for h in hits)
-    return found / len(rows)
+    chunker = Chunker(embedder.backend_tokenizer, settings.chunk_size, settings.chunk_overlap, embedder.max_seq_length, context=settings.chunk_context)
+    t = time.perf_counter()
+    texts = []
+    for item in discover([folder]):
+        for chunk in chunker.chunk_pages(iter_pages(item.path, settings), document_id="d", source=item.source, file_name=item.path.name):
+            texts.append(chunk.header + chunk.text)
+    chunk_s = time.perf_counter() - t
+    warm = sorted(texts, key=len)
+    embedder.model.encode(warm[:: max(1, len(warm) // 96)][:96], batch_size=embedder.batch_size, show_progress_bar=False)
+
+    # The raw anchor encodes a seeded random sample of at most RAW_SAMPLE chunks (all of them
+    # when fewer): a rate, in chunks/s, that costs minutes less on the 10 MB line.
+    sample_texts = random.Random(0).sample(texts, RAW_SAMPLE) if len(texts) > RAW_SAMPLE else texts
+
+    def raw() -> float:
+        """Seconds per chunk of a raw encode of the sample."""
+        started = time.perf_counter()
+        embedder.model.encode(sample_texts, batch_size=embedder.batch_size, normalize_embeddings=True, show_progress_bar=False)
+        return (time.perf_counter() - started) / len(sample_texts)
+
+    page = os.sysconf("SC_PAGE_SIZE")
+
+    def rss() -> int:
+        with open("/proc/self/statm") as fh:
+            return int(fh.read().split()[1]) * page // 2**20
+
+    raw_before = raw()
+    before, peak, done = rss(), [0], threading.Event()
+
+    def sample() -> None:
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], rss())
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
+    cpu0 = resource.getrusage(resource.RUSAGE_SELF)
+    t = time.perf_counter()
+    summary = ingest_paths([folder], settings=settings, store=store, embedder=embedder)
+    ours = time.perf_counter() - t
+    cpu1 = resource.getrusage(resource.RUSAGE_SELF)
+    done.set()
+    sampler.join()
+    raw_after = raw()
+    t = time.perf_counter()
+    again = ingest_paths([folder], settings=settings, store=store, embedder=embedder)
+    reingest = time.perf_counter() - t
+    assert not summary.failures, summary.failures
+    assert summary.chunks_added == len(texts), (summary.chunks_added, len(texts))
+    assert again.count("unchanged") == len(summary.results)
+    return {
+        "files": len(summary.results),
+        "chunks": len(texts),
+        "backend": embedder.backend,
+        "precision": getattr(embedder, "precision", ""),
+        "chunk_only_s": chunk_s,
+        "ours_s": ours,
+        "ours_cpu_s": (cpu1.ru_utime + cpu1.ru_stime) - (cpu0.ru_utime + cpu0.ru_stime),
+        "raw_sample": len(sample_texts),
+        "raw_s_per_chunk": [raw_before, raw_after],
+        "reingest_s": reingest,
+        "rss_mb_before_ingest": before,
+        "rss_mb_ingest_peak": max(peak[0], rss()),
+    }
 
 
-def memory(files: Path, tmp: Path) -> dict:
-    """Peak RSS of a child ingesting the corpus once, three times over (distinct copies), and a
-    generated 1,000-page PDF."""
-    one = peak_mb(files, tmp / "peak1")
-    triple = tmp / "text3"
-    for k in range(3):
-        for p in files.rglob("*"):
-            if p.is_file():
-                target = triple / f"copy{k}" / p.relative_to(files)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                target.write_bytes(p.read_bytes() + f"\n\ncopy {k}\n".encode())
-    three = peak_mb(triple, tmp / "peak3")
-    big = tmp / "bigpdf"
-    big.mkdir()
-    make_long_pdf(big / "long.pdf", 1000)
-    pdf = peak_mb(big, tmp / "peakpdf")
-    print(f"RSS MB (load peak / before ingest / ingest peak): x1 {one}, x3 {three}, 1000-page PDF {pdf}", flush=True)
-    return {"rss_mb_corpus_x1": one, "rss_mb_corpus_x3": three, "rss_mb_1000_page_pdf": pdf}
+def child_langchain(folder: Path, tmp: Path) -> dict:
+    """LangChain's default pipeline over the same files (see module docstring)."""
+    from tests.conftest import make_settings
+    from workbench.models.embeddings import resolve_embedding_model
+
+    model_path = str(resolve_embedding_model(make_settings(tmp)))
+    from langchain_chroma import Chroma
+    from langchain_core.documents import Document
+    from langchain_huggingface import HuggingFaceEmbeddings
+    from langchain_text_splitters import RecursiveCharacterTextSplitter
+
+    files = [p for p in sorted(folder.rglob("*")) if p.is_file()]
+    t = time.perf_counter()
+    docs = [Document(page_content=p.read_text(encoding="utf-8", errors="replace"), metadata={"source": str(p)}) for p in files]
+    # ~200 MiniLM tokens is ~800 characters of English: the same chunk size as ours.
+    splits = RecursiveCharacterTextSplitter(chunk_size=800, chunk_overlap=128).split_documents(docs)
+    embeddings = HuggingFaceEmbeddings(model_name=model_path, model_kwargs={"device": "cpu"}, encode_kwargs={"normalize_embeddings": True, "batch_size": 32})
+    Chroma.from_documents(splits, embeddings, persist_directory=str(tmp / "lc"), collection_name="langchain")
+    return {"langchain_s": time.perf_counter() - t, "langchain_chunks": len(splits)}
+
+
+def run_child(kind: str, folder: Path, tmp: Path) -> dict:
+    tmp.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([sys.executable, __file__, "--child", kind, str(folder), str(tmp)], capture_output=True, text=True, cwd=REPO)
+    if out.returncode != 0:
+        raise RuntimeError(f"{kind} child failed on {folder.name}:\n{out.stderr[-3000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# --- the table ---------------------------------------------------------------------------------
+def row(shape: str, ours: dict, lc: dict | None) -> dict:
+    raw_s = ours["chunks"] * sum(ours["raw_s_per_chunk"]) / len(ours["raw_s_per_chunk"])
+    result = {
+        "shape": shape,
+        **ours,
+        "ours_chunks_per_s": ours["chunks"] / ours["ours_s"],
+        "raw_chunks_per_s": ours["chunks"] / raw_s,
+        "ratio_ours_over_raw": raw_s / ours["ours_s"],
+    }
+    if lc:
+        result.update(lc, speedup_over_langchain=lc["langchain_s"] / ours["ours_s"],
+                      speedup_over_langchain_per_chunk=(ours["chunks"] / ours["ours_s"]) / (lc["langchain_chunks"] / lc["langchain_s"]))
+    return result
+
+
+def print_table(rows: list[dict], header: dict) -> None:
+    print()
+    print(f"CPU: {header['cpu']}; {header['cores']} cores; flags: {header['cpu_flags'] or '(none reported)'}")
+    print(f"encoder: {header['backend']} {header['precision']}, batch {header['batch_size']}; load average at start {header['load_start']}, end {header['load_end']}")
+    cols = ["shape", "files", "chunks", "ours s", "ours ch/s", "raw ch/s", "ours/raw", "LangChain s (chunks)", "speed-up", "RSS peak MB"]
+    lines = []
+    for r in rows:
+        lc = f"{r['langchain_s']:.1f} ({r['langchain_chunks']})" if "langchain_s" in r else "-"
+        speed = f"{r['speedup_over_langchain']:.2f}x" if "langchain_s" in r else "-"
+        lines.append([r["shape"], str(r["files"]), str(r["chunks"]), f"{r['ours_s']:.1f}", f"{r['ours_chunks_per_s']:.1f}", f"{r['raw_chunks_per_s']:.1f}",
+                      f"{r['ratio_ours_over_raw']:.2f}", lc, speed, f"{r['rss_mb_ingest_peak']} ({r['rss_mb_before_ingest']} before)"])
+    widths = [max(len(c), *(len(line[i]) for line in lines)) for i, c in enumerate(cols)]
+    print("| " + " | ".join(c.ljust(w) for c, w in zip(cols, widths)) + " |")
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for line in lines:
+        print("| " + " | ".join(v.ljust(w) for v, w in zip(line, widths)) + " |")
+    print("goals: ours/raw >= 0.9 on every shape; speed-up >= 2.5x on text and small")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--quick", action="store_true", help="skip the LangChain run, peak memory and quality")
-    parser.add_argument("--memory", action="store_true", help="only the peak-memory runs")
+    parser.add_argument("--quick", action="store_true", help="smaller shapes (1,000 small files, 1 MB line, 200-page PDF), no LangChain")
+    parser.add_argument("--pdf", action="store_true", help="add the 1,000-page PDF shape")
+    parser.add_argument("--shapes", default="", help=f"comma-separated subset of {','.join(SHAPES)}")
+    parser.add_argument("--no-langchain", action="store_true")
+    parser.add_argument("--langchain-all", action="store_true", help="run LangChain on every shape, not only text and small")
+    parser.add_argument("--child", nargs=3, metavar=("KIND", "FOLDER", "TMP"), help=argparse.SUPPRESS)
     args = parser.parse_args()
-    corpus = require_corpus()
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
-    files = tmp / "text"
-    shutil.copytree(corpus / "text", files, ignore=shutil.ignore_patterns("MANIFEST.md"))
-    result: dict = {"corpus": "shared/corpus/text", "files": sum(1 for p in files.rglob("*") if p.is_file())}
-
-    if args.memory:
-        result.update(memory(files, tmp))
-        print(result)
-        write_result("ingest-memory", result)
+    if args.child:
+        kind, folder, tmp = args.child
+        print(json.dumps((child_ours if kind == "ours" else child_langchain)(Path(folder), Path(tmp))))
         return
-    embedder, texts, first, second, chunks = our_ingest(files, tmp / "ours", "openvino")
-    from sentence_transformers import SentenceTransformer
 
-    torch_model = SentenceTransformer(str(embedder.path), device="cpu")
-    raw_same = raw_encode(embedder.model, texts)
-    raw_torch = raw_encode(torch_model, texts)
-    result.update(
-        chunks=chunks,
-        backend=embedder.backend,
-        precision=embedder.precision,
-        ours_s=first,
-        ours_chunks_per_s=chunks / first,
-        raw_encode_same_encoder_chunks_per_s=chunks / raw_same,
-        raw_encode_torch_chunks_per_s=chunks / raw_torch,
-        ratio_ours_over_raw_same_encoder=(chunks / first) / (chunks / raw_same),
-        reingest_s=second,
-        reingest_fraction=second / first,
-    )
-    print({k: round(v, 3) if isinstance(v, float) else v for k, v in result.items()}, flush=True)
-    if not args.quick:
-        lc_s, lc_chunks = langchain_pipeline(files, tmp, str(embedder.path))
-        result.update(langchain_s=lc_s, langchain_chunks=lc_chunks, speedup_over_langchain=lc_s / first,
-                      langchain_chunks_per_s=lc_chunks / lc_s, speedup_over_langchain_per_chunk=(chunks / first) / (lc_chunks / lc_s))
-        print(f"langchain {lc_s:.1f} s for {lc_chunks} chunks", flush=True)
-        result.update(memory(files, tmp))
-        result.update(squad_recall5_torch=squad_recall("torch", tmp / "q-torch", corpus), squad_recall5_openvino=squad_recall("openvino", tmp / "q-ov", corpus))
-    shutil.rmtree(tmp, ignore_errors=True)
-    width = max(len(k) for k in result)
-    for key, value in result.items():
-        print(f"{key:<{width}}  {value:.3f}" if isinstance(value, float) else f"{key:<{width}}  {value}")
-    write_result("ingest", result, embedder)
+    from workbench.models import cpu
+
+    corpus = require_corpus()
+    shapes = [s for s in (args.shapes.split(",") if args.shapes else SHAPES) if s]
+    if not args.shapes and not args.pdf:
+        shapes.remove("pdf")
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-"))
+    header = {"cpu": cpu.cpu_model_name(), "cores": os.cpu_count(), "cpu_flags": " ".join(cpu.reported_flags()), "load_start": round(os.getloadavg()[0], 2)}
+    rows = []
+    try:
+        for shape in shapes:
+            folder = make_shape(shape, corpus, tmp / "corpus", quick=args.quick)
+            ours = run_child("ours", folder, tmp / f"ours-{shape}")
+            header.update(backend=ours["backend"], precision=ours["precision"])
+            print(f"{shape}: ours {ours['ours_s']:.1f} s for {ours['chunks']} chunks, raw {1 / ours['raw_s_per_chunk'][0]:.1f} / {1 / ours['raw_s_per_chunk'][1]:.1f} chunks/s", flush=True)
+            lc = None
+            if not (args.quick or args.no_langchain) and shape != "pdf" and (args.langchain_all or shape in LANGCHAIN_SHAPES):
+                lc = run_child("langchain", folder, tmp / f"lc-{shape}")
+                print(f"{shape}: LangChain {lc['langchain_s']:.1f} s for {lc['langchain_chunks']} chunks", flush=True)
+            rows.append(row(shape, ours, lc))
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    from workbench.config import Settings
+
+    header.update(load_end=round(os.getloadavg()[0], 2), batch_size=Settings(_env_file=None).embedding_batch_size)
+    print_table(rows, header)
+    write_result("ingest", {**header, "quick": args.quick, "shapes": rows})
 
 
 if __name__ == "__main__":

@@ -200,7 +200,7 @@ def main() -> None:
         old = json.loads(previous.read_text())
         result["latency"] = result["latency"] or old.get("latency", [])
         result["quality"] = result["quality"] or old.get("quality", {})
-    write_result("search", result)
+    write_result("search", result, embedder)
 
     print_table(result)
 
