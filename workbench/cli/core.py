@@ -10,9 +10,10 @@ from pathlib import Path
 from workbench.config import SEARCH_MODES, Settings
 from workbench.documents import IngestEvent
 from workbench.models.embeddings import get_embedder
+from workbench.ingest import attachments
 from workbench.ingest.pipeline import ingest_paths
 from workbench.retrieval import delete_collection, search
-from workbench.store import admin, open_store
+from workbench.store import open_store
 
 
 def register(sub) -> None:
@@ -165,6 +166,6 @@ def run_delete(args, settings: Settings) -> int:
         print(f"error: no document {wanted!r} in {args.collection}", file=sys.stderr)
         return 1
     for d in match:
-        n = admin.delete_document(store, args.collection, d.document_id)
+        n = attachments.delete_document(store, settings, args.collection, d.document_id)
         print(f"deleted {d.source} ({n} chunks)")
     return 0
