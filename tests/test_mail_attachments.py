@@ -268,3 +268,18 @@ def test_documents_page_lists_attachments_with_their_email_and_deletes_them_toge
     assert "and its 4 attachments" in texts(at.success)
     assert not [d for d in store.documents("uitest") if d.source.startswith(EMAIL)]
     assert area_files(ui.settings) == []
+
+
+def test_attachment_names_are_safe_file_names(tmp_path):
+    from workbench.ingest.mail import MAX_NAME_BYTES, eml_attachments
+
+    m = message("Names", "Odd names.\n")
+    for name in ["../../etc/pass\x00wd.txt", "C:\\Users\\me\\tab\there.txt", "é" * 300 + ".txt", "\x07"]:
+        m.add_attachment(b"some text", maintype="text", subtype="plain", filename=name)
+    (tmp_path / "names.eml").write_bytes(m.as_bytes())
+    names = [n for n, _ in eml_attachments(tmp_path / "names.eml")]
+    assert names[:2] == ["passwd.txt", "tabhere.txt"]
+    assert names[2].endswith(".txt") and set(names[2][:-4]) == {"é"} and len(names[2].encode()) <= MAX_NAME_BYTES
+    assert names[3] == "attachment-4"
+    for name in names:  # each can be written as a file
+        (tmp_path / name).write_bytes(b"x")
