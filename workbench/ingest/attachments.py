@@ -35,6 +35,7 @@ the e-mail and the rest of the batch go on.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
@@ -64,13 +65,19 @@ _MAYBE_ATTACHED = re.compile(rb"(?i)attachment|message/rfc822|name\*?[0-9*]*\s*=
 def attachment_root(settings: Settings) -> Path:
     """The attachment area: ``<CHROMA_PERSIST_PATH>/attachments``, resolved (also in server
     mode: CHROMA_PERSIST_PATH is the local data folder there too)."""
-    return Path(settings.chroma_persist_path).resolve() / AREA
+    return Path(_resolved_root(os.path.abspath(settings.chroma_persist_path)))
+
+
+@functools.lru_cache(maxsize=8)
+def _resolved_root(persist_path: str) -> str:
+    """The area under absolute ``persist_path``, symlinks resolved once (in_area runs for
+    every document of a collection)."""
+    return str(Path(persist_path).resolve() / AREA)
 
 
 def in_area(path: Path | str, settings: Settings) -> bool:
     """True when ``path`` (made absolute, not resolved) lies inside the attachment area."""
-    root = str(attachment_root(settings)) + os.sep
-    return bool(path) and os.path.abspath(path).startswith(root)
+    return bool(path) and os.path.abspath(path).startswith(_resolved_root(os.path.abspath(settings.chroma_persist_path)) + os.sep)
 
 
 def expands(path: Path, settings: Settings) -> bool:
