@@ -11,8 +11,8 @@ import pandas as pd
 import streamlit as st
 
 from workbench.errors import DocumentError, WorkbenchError
+from workbench.ingest import attachments
 from workbench.ingest.rebuild import chunk_windows, start_reingest
-from workbench.store import admin
 from ui import (
     existing_collection,
     get_jobs,
@@ -102,6 +102,11 @@ st.caption(
     f"{plural(doc.pages, 'page')} · {plural(doc.chunks, 'chunk')} · {doc.ocr_pages} OCR'd · ingested {md_escape(doc.ingested_at)} · "
     f"sha256 {md_escape(doc.content_hash[:16])}… · id {md_escape(doc.document_id)}"
 )
+attached = attachments.attachments_of(documents, doc, settings)
+if attachments.is_attachment(doc, settings):
+    st.caption(f"📎 Attachment of {md_escape(attachments.email_source(doc.source))} (it is replaced, pruned and deleted with the e-mail).")
+elif attached:
+    st.caption(f"📎 {plural(len(attached), 'attachment')} ingested as documents: " + ", ".join(md_escape(d.source) for d in attached))
 a, b = st.columns(2)
 with a:
     if st.button("Re-ingest from file", disabled=bool(busy), key="docs-reingest", help=md_escape(doc.source_path) or None):
@@ -115,14 +120,15 @@ with a:
             state["docs-job"] = job.id
             st.rerun()
 with b:
-    sure = st.checkbox("Yes, delete this document", key=f"docs-del-sure-{doc.document_id}")
+    also = f" and its {plural(len(attached), 'attachment')}" if attached else ""
+    sure = st.checkbox(f"Yes, delete this document{also}", key=f"docs-del-sure-{doc.document_id}")
     if st.button("Delete document", disabled=not sure or bool(busy), key="docs-del-doc"):
         try:
-            removed = admin.delete_document(store, collection, doc.document_id)
+            removed = attachments.delete_document(store, settings, collection, doc.document_id)
         except WorkbenchError as exc:
             st.error(md_escape(str(exc)))
         else:
-            state["docs-flash"] = f"Deleted {doc.source} ({removed} chunks)."
+            state["docs-flash"] = f"Deleted {doc.source}{also} ({removed} chunks)."
             state["docs-doc"] = None
             st.rerun()
 

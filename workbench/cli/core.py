@@ -74,7 +74,7 @@ def run_ingest(args, settings: Settings) -> int:
     from workbench.ingest.pipeline import ingest_paths
     from workbench.models.embeddings import get_embedder
     from workbench.store import open_store
-    
+
     store = open_store(settings)
     name = args.collection or settings.collection_name
     if args.if_empty and store.has_collection(name) and store.collection_info(name).documents:
@@ -104,7 +104,7 @@ def run_search(args, settings: Settings) -> int:
     from workbench.models.embeddings import get_embedder
     from workbench.retrieval import search
     from workbench.store import open_store
-    
+
     store = open_store(settings)
     embedder = get_embedder(settings)
     queries = [args.query] if args.query else []
@@ -128,7 +128,7 @@ def run_search(args, settings: Settings) -> int:
 
 def run_collections(args, settings: Settings) -> int:
     from workbench.store import open_store
-    
+
     infos = open_store(settings).list_collections()
     if args.json:
         print(json.dumps([asdict(i) for i in infos], indent=2))
@@ -142,7 +142,7 @@ def run_collections(args, settings: Settings) -> int:
 
 def run_documents(args, settings: Settings) -> int:
     from workbench.store import open_store
-    
+
     docs = open_store(settings).documents(args.collection or settings.collection_name)
     if args.json:
         print(json.dumps([asdict(d) for d in docs], indent=2))
@@ -162,9 +162,10 @@ def run_verify(args, settings: Settings) -> int:
 
 
 def run_delete(args, settings: Settings) -> int:
+    from workbench.ingest import attachments
     from workbench.retrieval import delete_collection
-    from workbench.store import admin, open_store
-    
+    from workbench.store import open_store
+
     store = open_store(settings)
     if not args.document:
         delete_collection(store, args.collection)
@@ -176,6 +177,6 @@ def run_delete(args, settings: Settings) -> int:
         print(f"error: no document {wanted!r} in {args.collection}", file=sys.stderr)
         return 1
     for d in match:
-        n = admin.delete_document(store, args.collection, d.document_id)
+        n = attachments.delete_document(store, settings, args.collection, d.document_id)
         print(f"deleted {d.source} ({n} chunks)")
     return 0

@@ -9,9 +9,9 @@
 - ``.epub`` (ebooklib + BeautifulSoup): one Page per spine document with text, ``page`` =
   chapter number, ``section`` = its title from the table of contents (else its first heading).
 - ``.eml`` (stdlib email): page 1 = From/To/Cc/Date/Subject headers, the attachment names and
-  the body (plain text preferred, else HTML as text). Attachments are not in that page:
-  :func:`eml_attachments` returns them so the pipeline can ingest each as its own document
-  (how: see its docstring).
+  the body (plain text preferred, else HTML as text). Attachment contents are not in that page:
+  the ingest pipeline makes each attachment of a supported format a document of its own,
+  ``"<e-mail source>/<name>"``, one level deep (:mod:`workbench.ingest.attachments`).
 - ``.json``: pretty-printed (indent 2); a top-level array is cut into blocks of
   ``RECORDS_PER_BLOCK`` items, one Page each. ``.jsonl``: one record a line, the same blocks.
   Inside a block, records are separated by a blank line, so the chunker keeps each record whole

@@ -5,7 +5,8 @@ Pages with no text layer, and image files, are read by OCR (pypdfium2 render + e
 Text formats (.txt .md .rst .html) are decoded as UTF-8 when valid, else with the encoding
 chardet detects.
 Slides, spreadsheets, CSV, EPUB, e-mail and JSON (.pptx .xlsx .csv .epub .eml .json .jsonl):
-see :mod:`workbench.ingest.formats`. Zip containers (.docx too) pass ``containers.check_zip`` first.
+see :mod:`workbench.ingest.formats`; an e-mail's attachments in these formats are read as files of
+their own by the pipeline (:mod:`workbench.ingest.attachments`). Zip containers (.docx too) pass ``containers.check_zip`` first.
 Every failure is a DocumentError whose message names the file and says why.
 """
 

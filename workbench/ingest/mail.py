@@ -1,9 +1,11 @@
 """E-mail (.eml, stdlib ``email``): page 1 = From/To/Cc/Date/Subject headers, the attachment
 names and the body (plain text preferred, else HTML as text). Attachments are returned by
-:func:`eml_attachments` so the pipeline can ingest each as its own document."""
+:func:`eml_attachments`; the ingest pipeline makes each supported one a document of its own
+(:mod:`workbench.ingest.attachments`)."""
 
 from __future__ import annotations
 
+import unicodedata
 from collections.abc import Collection, Iterator
 from pathlib import Path, PurePosixPath
 
@@ -12,6 +14,21 @@ from workbench.errors import DocumentError
 from workbench.ingest.containers import html_text, one_line, reading
 
 _EMAIL_HEADERS = ("From", "To", "Cc", "Date", "Subject")
+#: Longest attachment file name, bytes of UTF-8 (a file of that name is written to disk).
+MAX_NAME_BYTES = 200
+
+
+def _safe_name(raw: str) -> str:
+    """The last path part of ``raw`` (``/`` or ``\\``), NFC, without control or format
+    characters, stripped, at most MAX_NAME_BYTES of UTF-8 (the stem shortened, a suffix of up
+    to 16 bytes kept); may be ""."""
+    name = PurePosixPath(str(raw).replace("\\", "/")).name
+    name = "".join(ch for ch in unicodedata.normalize("NFC", name) if unicodedata.category(ch)[0] != "C").strip()
+    suffix = PurePosixPath(name).suffix if len(PurePosixPath(name).suffix.encode()) <= 16 else ""
+    stem = name[: len(name) - len(suffix)]
+    while stem and len((stem + suffix).encode("utf-8")) > MAX_NAME_BYTES:
+        stem = stem[:-1]
+    return stem.rstrip() + suffix if stem.strip() else ""
 
 
 def _read_email(path: Path):
@@ -56,20 +73,17 @@ def eml_pages(path: Path) -> Iterator[Page]:
 def eml_attachments(path: Path, extensions: Collection[str] | None = None) -> list[tuple[str, bytes]]:
     """The attachments of an e-mail as ``(file name, decoded bytes)``, in message order.
 
-    File names are reduced to a safe base name (no folders, never "" or ".."), made unique in
+    File names are reduced to a safe base name (no folders, no control characters, at most
+    MAX_NAME_BYTES bytes of UTF-8 with the suffix kept, never "" or ".."), made unique in
     the message with "-2", "-3" before the extension; an attachment without a name is called
     "attachment-N" (or "attachment-N.eml" for an attached message, whose bytes are that whole
     message). ``extensions`` (lower case, with the dot, e.g. ``SUPPORTED_EXTENSIONS``) keeps
     only those. Raises DocumentError like :func:`eml_pages`.
 
-    For the ingest pipeline (not wired in yet): after an e-mail's own document, write each of
-    ``eml_attachments(path, SUPPORTED_EXTENSIONS)`` into a scratch folder that lives for the run
-    and ingest it as ``SourceFile(folder / name, f"{email_source}/{name}")`` into the same
-    collection; its document id follows from that source, so an unchanged e-mail leaves its
-    attachments unchanged and a changed one replaces them. The pipeline still has to prune
-    ``"<email source>/..."`` documents with their e-mail, stop recursing into attached .eml
-    after one level, and re-ingest such a document from its e-mail (its ``source_path`` is in
-    the scratch folder).
+    The ingest pipeline writes each of ``eml_attachments(path, SUPPORTED_EXTENSIONS)`` to the
+    store's data area and ingests it as ``"<e-mail source>/<name>"`` into the same collection:
+    see :mod:`workbench.ingest.attachments` (one level deep: an attached .eml is a document,
+    its own attachments are not expanded).
     """
     path = Path(path)
     with reading(path, "e-mail message"):
@@ -88,7 +102,7 @@ def _attachments(message) -> list[tuple[str, bytes]]:
     seen: set[str] = set()
 
     def add(part, data: bytes, default: str, extension: str = "") -> None:
-        name = PurePosixPath((part.get_filename() or "").replace("\\", "/")).name.strip()
+        name = _safe_name(part.get_filename() or "")
         if not name or name in (".", ".."):
             name = default
         if not name.lower().endswith(extension):

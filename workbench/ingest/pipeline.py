@@ -18,6 +18,11 @@ together (:meth:`workbench.store.Store.commit_versions`), each still atomically,
 never leaves a partial document searchable; the next run (or start-up) repairs what it left.
 When the reader falls behind (OCR, a slow disk), what is buffered is embedded meanwhile. Every
 run holds the collection lock; the reader never touches the store.
+
+After an e-mail is read, the reader writes its supported attachments to the store's data area and
+reads each as a file of its own, ``"<e-mail source>/<name>"``; the end of the run prunes the
+attachments an e-mail no longer has and releases files no document needs
+(:mod:`workbench.ingest.attachments`).
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from workbench.ingest import attachments
 from workbench.ingest.chunking import CHUNKER_VERSION, Chunker
 from workbench.config import Settings
 from workbench.documents import Chunk, FileResult, IngestEvent, IngestSummary, Page
@@ -131,8 +137,9 @@ class _Reader:
     chunks or messages; a list also goes when 0.1 s passed since the last): per file,
     ``("unchanged", file, size, head)``, or ``("chunks", doc, [Chunk], done)`` one or more times
     (``done`` on the last), possibly followed by ``("failed", file, size, doc | None, message)``;
-    at the end ``("end",)``, or ``("error", exc)`` for an unexpected exception. Cancel is
-    checked per page; :meth:`close` stops and joins the thread.
+    after an e-mail, ``("attachments", file, [Attachment], error)`` and then the messages of each
+    attachment as a file; at the end ``("end",)``, or ``("error", exc)`` for an unexpected
+    exception. Cancel is checked per page; :meth:`close` stops and joins the thread.
     """
 
     def __init__(self, run: _Run, items: list[tuple[SourceFile, int]], heads: dict[str, dict]):
@@ -198,6 +205,7 @@ class _Reader:
         head = self.heads.get(document_id)
         if head and head.get("ingest_key") == key:
             self._send(("unchanged", file, size, head))
+            self._attachments(file)
             return
         doc = _Doc(file, size, document_id, key, content_hash, rec.version_time(), head.get("ingest_key") if head else None, started, self._resolved(file.path),
                    replaces_chunks=int(head.get("doc_chunks", 0) or 0) if head else 0)
@@ -215,9 +223,27 @@ class _Reader:
                     group = []
         except (OSError, DocumentError) as exc:
             message = str(exc) if isinstance(exc, DocumentError) else f"{file.path.name}: {exc.strerror or exc}"
-            self._send(("failed", file, size, doc, message))
+            self._send(("failed", file, size, doc, attachments.failure_message(file.source, file.path, message, run.settings)))
             return
         self._send(("chunks", doc, group, True), len(group))
+        self._attachments(file)
+
+    def _attachments(self, file: SourceFile) -> None:
+        """After e-mail ``file`` was read: its supported attachments, each read as a file of its
+        own (:mod:`workbench.ingest.attachments`); nothing for other files."""
+        if not attachments.expands(file.path, self.run.settings):
+            return
+        try:
+            found = attachments.extract(file.path, file.source, self.run.settings)
+        except (OSError, DocumentError) as exc:
+            self._send(("attachments", file, [], f"attachments not read: {exc}"))
+            return
+        self._send(("attachments", file, found, ""))
+        for attachment in found:
+            if attachment.error:
+                self._send(("failed", SourceFile(file.path, attachment.source), attachment.size, None, attachment.error))
+            else:
+                self._file(SourceFile(attachment.path, attachment.source), attachment.size)
 
     def _resolved(self, path: Path) -> str:
         """``str(path.resolve())``, resolving each folder once (one lstat a file, not one per
@@ -263,6 +289,7 @@ class _Run:
         self.buffer: list[tuple[Chunk, _Doc]] = []
         self.open_docs: dict[int, _Doc] = {}
         self.summary = IngestSummary(collection=name)
+        self.attached = attachments.Tracker(settings)
         self.t0 = time.perf_counter()
         self.chunks_done = 0
         self.files_total = 0
@@ -336,6 +363,15 @@ class _Run:
             _, file, size, head = message
             self.bytes_done += size
             self.finish_file(FileResult(file.source, "unchanged", int(head.get("doc_chunks", 0)), int(head.get("doc_pages", 0)), int(head.get("doc_ocr_pages", 0))))
+        elif kind == "attachments":
+            _, file, found, error = message
+            if error:  # the e-mail itself was read: say so beside its own result
+                self.files_total += 1
+                self.finish_file(FileResult(file.source, "failed", message=error))
+                return
+            self.attached.found(file.source, found)
+            self.files_total += len(found)
+            self.bytes_total += sum(a.size for a in found)
         elif kind == "failed":
             _, file, size, doc, text = message
             if doc is not None and id(doc) in self.open_docs:
@@ -477,10 +513,14 @@ def _ingest_locked(paths, settings, store, embedder, name, progress, prune, canc
             reader.close()
         if prune:
             _prune(run, paths, heads)
+        for result in run.attached.finish(store, run.collection, name, heads):
+            run.finish_file(result)
     except CancelledError:
         for doc in list(run.open_docs.values()):
             run.rollback(doc)
         run.summary.cancelled = True
+    finally:
+        run.attached.release(store)
     run.summary.seconds = time.perf_counter() - run.t0
     run.emit("done", "cancelled" if run.summary.cancelled else "")
     return run.summary

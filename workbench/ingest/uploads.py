@@ -9,8 +9,8 @@ A file name from a browser is not trusted: :func:`safe_file_name` keeps its last
 NFC-normalises it, drops control characters and caps it at MAX_NAME_BYTES of UTF-8 with its
 suffix kept. Two uploads with the same name in one drop are kept apart (``a.txt``,
 ``a (2).txt``). A path stored in a collection (``source_path``, which an imported archive could
-set to anything) is read only when it lies under the knowledge base or the upload area
-(:func:`confine`, :func:`stored_source`). A collection archive uploaded for import is staged
+set to anything) is read only when it lies under the knowledge base, the upload area or the
+attachment area of e-mail attachments (:func:`confine`, :func:`stored_source`). A collection archive uploaded for import is staged
 in an ``import-*`` folder and deleted when the import ends (:func:`import_uploaded_archive`).
 """
 
@@ -26,6 +26,7 @@ from pathlib import Path, PurePosixPath, PureWindowsPath
 from workbench.config import Settings
 from workbench.documents import DocumentInfo, FileResult
 from workbench.errors import DocumentError
+from workbench.ingest.attachments import attachment_root
 from workbench.ingest.pipeline import SourceFile
 from workbench.store import Store
 from workbench.store.archive import import_collection
@@ -161,8 +162,10 @@ def clean_upload_area(settings: Settings) -> int:
 
 
 def allowed_roots(settings: Settings) -> list[Path]:
-    """Folders documents may be read from again: the knowledge base and the upload area."""
-    return [Path(settings.knowledge_base_path).resolve(), upload_root(settings).resolve()]
+    """Folders documents may be read from again: the knowledge base, the upload area and the
+    attachment area (``<CHROMA_PERSIST_PATH>/attachments``, :mod:`workbench.ingest.attachments`),
+    where the e-mail attachments ingested as documents are kept."""
+    return [Path(settings.knowledge_base_path).resolve(), upload_root(settings).resolve(), attachment_root(settings)]
 
 
 def confine(path: Path | str, settings: Settings) -> Path:
@@ -173,7 +176,7 @@ def confine(path: Path | str, settings: Settings) -> Path:
         if resolved == root or root in resolved.parents:
             return resolved
     raise DocumentError(
-        f"{Path(path).name}: {path} is outside the knowledge base and the upload area; "
+        f"{Path(path).name}: {path} is outside the knowledge base and the upload area (and the e-mail attachment area); "
         "only files there are read again"
     )
 
@@ -181,7 +184,8 @@ def confine(path: Path | str, settings: Settings) -> Path:
 def stored_source(document: DocumentInfo, settings: Settings) -> SourceFile:
     """The file ``document`` was ingested from, to read again, as a SourceFile under the same
     ``source``: its ``source_path`` passed through :func:`confine` first, so nothing outside the
-    knowledge base and the upload area is ever opened or checked with ``is_file``. Raises
+    knowledge base, the upload area and the attachment area is ever opened or checked with
+    ``is_file``. Raises
     DocumentError when no path was stored, it lies outside those folders, or the file is gone."""
     if not document.source_path:
         raise DocumentError(f"{document.source}: no original file was recorded for this document")

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+from workbench.ingest import attachments
 from workbench.retrieval.bm25 import drop_index
 from workbench.retrieval.search import MODES, search
 from workbench.store import Store
@@ -14,10 +15,13 @@ from workbench.store import admin
 
 
 def delete_collection(store: Store, name: str) -> None:
-    """Delete collection ``name`` (holding its lock) and drop its BM25 index. Raises StoreError
-    when it does not exist, IngestBusyError while it is being written."""
+    """Delete collection ``name`` (holding its lock), drop its BM25 index and release the e-mail
+    attachment files no other collection records (:mod:`workbench.ingest.attachments`). Raises
+    StoreError when it does not exist, IngestBusyError while it is being written."""
+    files = attachments.stored_files(store, name, store.settings)
     admin.delete_collection(store, name)
     drop_index(store.settings, name)
+    attachments.release_unused(store, store.settings, files)
 
 
 __all__ = ["MODES", "delete_collection", "search"]

@@ -327,6 +327,28 @@ class Store:
         heads = self.current_heads(self.get_collection(name))
         return sorted((rec.document_info(m) for m in heads.values()), key=lambda d: d.source)
 
+    def source_paths_in_use(self, paths: Sequence[str]) -> set[str]:
+        """The paths among ``paths`` that a head (committed or not) of any collection, work
+        collections (rebuild, import) included, records as its ``source_path``: a file still
+        needed by some document. One query per collection; when one fails, all of ``paths``
+        count as in use (nothing is deleted on a guess)."""
+        wanted = {str(p) for p in paths}
+        found: set[str] = set()
+        if not wanted:
+            return found
+        for name in self.collection_names(include_work=True):
+            try:
+                collection = self.get_collection(name)
+            except StoreError:  # deleted meanwhile: nothing there needs a file
+                continue
+            try:
+                got = collection.get(where=rec.head_where(rec.source_path_where(wanted)), include=["metadatas"])
+            except Exception as exc:  # cannot tell: every file counts as needed
+                log.warning("cannot check which files collection %s still needs (%s); keeping them", name, exc)
+                return wanted
+            found |= {str((m or {}).get("source_path", "")) for m in got["metadatas"] or []}
+        return found & wanted
+
     def document(self, name: str, document_id: str) -> DocumentInfo | None:
         """The current committed version of one document, or None."""
         heads = rec.current_heads(self.committed_heads(self.get_collection(name), {"document_id": document_id}))

@@ -102,6 +102,11 @@ def version_where(document_id: str, ingest_key: str) -> dict:
     return {"$and": [{"document_id": document_id}, {"ingest_key": ingest_key}]}
 
 
+def source_path_where(paths: Iterable[str]) -> dict:
+    """``where`` filter of the chunks whose ``source_path`` is one of ``paths`` (non-empty)."""
+    return {"source_path": {"$in": sorted(set(paths))}}
+
+
 def head_where(where: dict | None = None) -> dict:
     """``where`` filter of heads (committed or not), narrowed by ``where`` when given."""
     return {"$and": [HEAD, where]} if where else HEAD
