@@ -11,8 +11,8 @@ against 0.007 upright). :func:`detect_rotation` finds the turn in three steps:
 3. The direction: the ``RECOGNISED_BOXES`` longest boxes on that axis are recognised on the
    full-resolution image turned both ways (0 vs 180, or 90 vs 270) and the length-weighted
    mean recognition confidences compared. 180 must beat 0 by ``FLIP_MARGIN`` (upright is the
-   default); when the better confidence is below ``MIN_CONFIDENCE`` (no readable text, e.g. a
-   photo) nothing is turned.
+   default; so when 0 scores 0.9 or more, 180 is not tried); when the better confidence is
+   below ``MIN_CONFIDENCE`` (no readable text, e.g. a photo) nothing is turned.
 
 The caller then reads the turned page once (:func:`workbench.ingest.ocr.ocr_image`). Measured
 with easyocr 1.7.2, canvas 1280, on 2 cores (benchmarks/ocr.py): the four rotated phototest
@@ -34,6 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Long sides (pixels) of the downscaled copies detection runs on, smallest first.
 DETECT_SIDES = (320, 640, 1024)
+#: The copy's short side is not made smaller than this (pixels): a single text line (e.g.
+#: 1742x39) is detected once, at full size, instead of at three sizes too small to show text.
+MIN_SHORT_SIDE = 96
 #: Fewest elongated word boxes that settle the axis; fewer: detect again on a larger copy.
 MIN_BOXES = 6
 #: A box counts for the axis when its long side is at least this many times its short side.
@@ -56,7 +59,7 @@ class Orientation:
 
     rotation: degrees counter-clockwise to turn the image so its text is upright (0, 90, 180,
     270). scores: length-weighted mean recognition confidence (0..1) of each rotation tried
-    (two of them, or none when no text was found). boxes: how many word boxes were detected,
+    (two of them; only 0 when it scored 0.9 or more; none when no text was found). boxes: how many word boxes were detected,
     side: long side (pixels) of the copy they were detected on (0 when the image was empty).
     """
 
@@ -118,7 +121,7 @@ def _word_boxes(reader, array: np.ndarray) -> tuple[list[Rect], int]:
     boxes: list[Rect] = []
     side = 0
     for side in DETECT_SIDES:
-        scale = min(1.0, side / long_side)
+        scale = min(1.0, max(side / long_side, MIN_SHORT_SIDE / max(1, min(height, width))))
         small = array
         if scale < 1.0:
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
@@ -173,8 +176,14 @@ def detect_rotation(reader, array: np.ndarray) -> Orientation:
         import cv2  # easyocr's own dependency; the same conversion readtext makes
 
         grey = cv2.cvtColor(np.ascontiguousarray(array), cv2.COLOR_BGR2GRAY)
-    first, second = (90, 270) if sideways else (0, 180)
-    scores = {first: _confidence(reader, grey, chosen, first), second: _confidence(reader, grey, chosen, second)}
+    if not sideways:
+        scores = {0: _confidence(reader, grey, chosen, 0)}
+        if scores[0] + FLIP_MARGIN >= 1.0:  # confidences are <= 1: 180 cannot win, don't try it
+            log.debug("orientation: upright (score %.3f, %d boxes at %d px)", scores[0], len(boxes), side)
+            return Orientation(0, {0: round(scores[0], 4)}, len(boxes), side)
+        scores[180] = _confidence(reader, grey, chosen, 180)
+    else:
+        scores = {90: _confidence(reader, grey, chosen, 90), 270: _confidence(reader, grey, chosen, 270)}
     if max(scores.values()) < MIN_CONFIDENCE:
         rotation = 0
     elif sideways:
