@@ -191,8 +191,8 @@ class Settings(BaseSettings):
         True,
         description="Turn a scan lying sideways or upside down upright before OCR (a detection pass on a "
         "320-px copy and a few words read both ways). Measured on ../shared/corpus/ocr: the rotated phototest "
-        "copies read at character error rate 0.007 instead of 0.82-0.89, at 1.1-1.5x the time of the upright "
-        "page. Off: every page is read as it lies.",
+        "copies read at character error rate 0.007 instead of 0.82-0.89, at 1.6-2.1x the CPU time of the upright "
+        "page (1.06x for an upright page). Off: every page is read as it lies.",
     )
     ocr_cache_dir: Path = Field(Path("cache/ocr"), description="OCR results cached by page-image hash (JSON), so a page is read once.")
 

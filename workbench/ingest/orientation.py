@@ -15,9 +15,13 @@ against 0.007 upright). :func:`detect_rotation` finds the turn in three steps:
    below ``MIN_CONFIDENCE`` (no readable text, e.g. a photo) nothing is turned.
 
 The caller then reads the turned page once (:func:`workbench.ingest.ocr.ocr_image`). Measured
-with easyocr 1.7.2, canvas 1280, on 2 cores (benchmarks/ocr.py): the four rotated phototest
-copies read at CER 0.007 like the upright page, at 1.11-1.49x its time. EasyOCR's own
-``rotation_info`` (every box recognised at each angle) was worse: CER 0.67-0.78 at 2-3x.
+with easyocr 1.7.2, canvas 1280, on 2 shared cores (benchmarks/ocr.py, CPU seconds,
+2026-12-02): the four rotated phototest copies read at CER 0.007 like the upright page; all
+16 corpus images are turned right. The pass costs 1.8 s on upright phototest (1.06x its 8.4-s
+read), 3.9-5.8 s on the rotated copies (1.57-2.05x the upright read in all), 2.6-5.4 s on
+the single-line ocropy images (1.7-2.8x: each of up to 8 words is one recognizer call). An
+earlier attempt measured 1.11-1.49x for the rotated copies. EasyOCR's own ``rotation_info``
+(every box recognised at each angle) was worse: CER 0.67-0.78 at 2-3x.
 
 Rotations are degrees counter-clockwise (the direction of ``np.rot90`` and PIL's
 ``Image.rotate``), one of 0, 90, 180, 270.
