@@ -5,7 +5,7 @@ box mapping and drawing, the ``ocr`` CLI, and the Document QA page showing an OC
 Images used for the CER ceiling: phototest.tif, eurotext.tif and the seven UW-III text lines
 (ocropy/). Left out to keep the run short on 2 cores: the two UNLV magazine pages (~30 s each,
 and their ground truth follows zones, not columns as read), the rotated phototest copies
-(EasyOCR does not detect page orientation; they score CER > 0.8) and linn.png (read here as
+(read turned upright in tests/test_ocr_orientation.py) and linn.png (read here as
 linn.pdf, the same scan, through the PDF path). ``benchmarks/ocr.py`` covers all 16 images.
 """
 

@@ -251,8 +251,9 @@ def test_unknown_document_or_chunk_raises(kb):
 
 @pytest.mark.slow
 def test_ocr_image_and_scanned_pdf_show_their_ocr_boxes(tmp_path, embedder, monkeypatch):
-    """A PNG and a one-page scanned PDF of it, read by the real EasyOCR at ingest: the view shows
-    the page image, every OCR line and the chunk's lines highlighted, from the OCR cache (the
+    """A PNG, a copy of it lying sideways and a one-page scanned PDF of it, read by the real
+    EasyOCR at ingest: the view shows the page image (the sideways one turned upright, as it
+    was read), every OCR line and the chunk's lines highlighted on it, from the OCR cache (the
     reader is not called again), the scanned page rendered once."""
     from fpdf import FPDF
     from PIL import Image, ImageDraw, ImageFont
@@ -268,6 +269,7 @@ def test_ocr_image_and_scanned_pdf_show_their_ocr_boxes(tmp_path, embedder, monk
     for i, line in enumerate(["The copper gate closes at nine", "Bring your blue permit card"]):
         draw.text((60, 60 + i * 130), line, fill="black", font=font)
     image.save(folder / "notice.png")
+    image.transpose(Image.Transpose.ROTATE_270).save(folder / "notice-sideways.png")
     pdf = FPDF()
     pdf.add_page()
     pdf.image(str(folder / "notice.png"), x=10, y=20, w=190)
@@ -278,12 +280,12 @@ def test_ocr_image_and_scanned_pdf_show_their_ocr_boxes(tmp_path, embedder, monk
         raise AssertionError("the OCR reader was called")
 
     monkeypatch.setattr(ocr, "get_reader", no_reader)
-    for name, size in (("notice.png", (900, 300)), ("scan.pdf", (827, 1170))):
+    for name, size, rotation in (("notice.png", (900, 300), 0), ("notice-sideways.png", (900, 300), 90), ("scan.pdf", (827, 1170), 0)):
         doc = next(d for d in store.documents("sources") if d.source == name)
         chunk = store.document_chunks("sources", doc.document_id)[0]
         assert "copper" in chunk.text.lower()
         view = source_view(settings, store, "sources", doc.document_id, chunk.chunk_id)
-        assert (view.kind, view.exact, view.note, view.image.size) == ("ocr", True, "", size)
+        assert (view.kind, view.exact, view.note, view.image.size, view.rotation) == ("ocr", True, "", size, rotation)
         assert view.ocr_boxes and len(view.highlights) == len(view.ocr_boxes)  # one chunk holds the page
         top = min(r[1] for r in view.highlights)
         assert top < size[1] / 2 and all(0 <= r[0] < r[2] <= size[0] for r in view.highlights)

@@ -103,7 +103,8 @@ if path is not None and answer.page:
         marked = span_boxes(ocr_page, answer.page_start, answer.page_end)
         st.image(
             draw_boxes(image, ocr_page.boxes, marked),
-            caption=f"Page {answer.page}: {len(ocr_page.boxes)} OCR lines, answer in {len(marked)} highlighted",
+            caption=f"Page {answer.page}: {len(ocr_page.boxes)} OCR lines, answer in {len(marked)} highlighted"
+            + (f" · shown turned {ocr_page.rotation}° as it was read" if ocr_page.rotation else ""),
             width="stretch",
         )
 

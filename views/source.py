@@ -63,7 +63,8 @@ if view.image is not None:
         st.image(draw_highlights(view.image, view.highlights, view.ocr_boxes), width="stretch")
     lines = "line" if view.kind == "pdf" else "OCR line"
     st.caption(f"Page {view.page}: the chunk in {len(view.highlights)} highlighted {lines}{'' if len(view.highlights) == 1 else 's'}"
-               + (f" · {len(view.ocr_boxes)} OCR lines outlined" if view.ocr_boxes else ""))
+               + (f" · {len(view.ocr_boxes)} OCR lines outlined" if view.ocr_boxes else "")
+               + (f" · shown turned {view.rotation}° as it was read" if view.rotation else ""))
     if view.highlights:  # scroll the first highlight near the top of the scrolling block
         top = min(r[1] for r in view.highlights) / max(1, view.image.height)
         st.html(

@@ -70,6 +70,8 @@ def run_ocr(args, settings: Settings) -> int:
         return 0
     for page in pages:
         how = f"OCR, {len(page.boxes)} lines, {page.width}x{page.height} px" if page.ocr else "text layer, OCR skipped"
+        if page.rotation:
+            how += f", turned {page.rotation} degrees"
         print(f"--- page {page.page} ({how}) ---")
         if not page.ocr:
             print(page.text.rstrip())

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class OcrBox:
-    """One detected text line: ``box`` is four (x, y) pixel corners of the rendered image."""
+    """One detected text line: ``box`` is four (x, y) pixel corners on the page image as read
+    (turned upright when ``OcrPage.rotation`` is not 0)."""
 
     box: tuple[tuple[float, float], ...]
     text: str
@@ -22,13 +23,17 @@ class OcrPage:
 
     ``boxes`` are in the same reading order as ``text`` (``text == "\\n".join(b.text for b
     in boxes)``), so character offsets in ``text`` map back to boxes (``span_boxes``).
-    ``width``/``height`` are the image size in pixels.
+    ``width``/``height`` are the size in pixels of the image as read, and ``rotation`` the
+    degrees (0, 90, 180, 270, counter-clockwise) the page was turned to read it upright: the
+    boxes are coordinates on that turned image, so a page is shown turned
+    (``workbench.ingest.orientation.turn_image``) for its boxes to fall on its text.
     """
 
     text: str
     boxes: tuple[OcrBox, ...]
     width: int
     height: int
+    rotation: int = 0
 
 
 def _rect(box: OcrBox) -> tuple[float, float, float, float]:

@@ -27,6 +27,7 @@ from workbench.ingest.containers import check_zip
 from workbench.ingest.formats import FORMAT_EXTENSIONS, iter_format_pages
 from workbench.ingest.layout import OcrBox
 from workbench.ingest.ocr import ocr_image
+from workbench.ingest.orientation import turn_image
 
 log = logging.getLogger(__name__)
 
@@ -262,7 +263,9 @@ class FilePage:
     """One page of a file as ``ocr_file`` reads it.
 
     page: 1-based page (frame) number. ocr: True when the text came from OCR; False when the
-    PDF page has a text layer (then ``boxes`` is empty and width/height are 0).
+    PDF page has a text layer (then ``boxes`` is empty and width/height are 0). rotation:
+    degrees counter-clockwise the page was turned to be read upright (``OcrPage.rotation``);
+    boxes, width and height are those of the turned page.
     """
 
     page: int
@@ -271,6 +274,7 @@ class FilePage:
     boxes: tuple[OcrBox, ...] = ()
     width: int = 0
     height: int = 0
+    rotation: int = 0
 
     def to_dict(self) -> dict:
         """JSON-ready dict (boxes as lists of [x, y] corners)."""
@@ -371,7 +375,7 @@ def ocr_file(path: Path, settings: Settings) -> list[FilePage]:
                 pages.append(FilePage(index + 1, False, text))
                 continue
             result = ocr_image(render_pdf_page(path, index, settings.ocr_dpi, max_pixels=_max_pixels(settings)), settings)
-            pages.append(FilePage(index + 1, True, result.text, result.boxes, result.width, result.height))
+            pages.append(FilePage(index + 1, True, result.text, result.boxes, result.width, result.height, result.rotation))
         return pages
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise DocumentError(
@@ -379,7 +383,7 @@ def ocr_file(path: Path, settings: Settings) -> list[FilePage]:
         )
     for number, frame in _image_frames(path, settings):
         result = ocr_image(frame, settings)
-        pages.append(FilePage(number, True, result.text, result.boxes, result.width, result.height))
+        pages.append(FilePage(number, True, result.text, result.boxes, result.width, result.height, result.rotation))
     return pages
 
 
@@ -387,8 +391,10 @@ def page_view(path: Path, page: int, settings: Settings):
     """The image and OCR result of 1-based ``page`` of a PDF/image file, for display.
 
     Returns ``(PIL image, OcrPage)``, or None when the page has a text layer (no OCR boxes to
-    show) or the file type has no pages to draw. Served from the OCR cache when the page was
-    read before (same DPI and settings). Raises DocumentError when the page does not exist.
+    show) or the file type has no pages to draw. The image is the page as read: turned upright
+    by ``OcrPage.rotation`` degrees when OCR found it sideways or upside down, so the boxes fall
+    on its text. Served from the OCR cache when the page was read before (same DPI and
+    settings). Raises DocumentError when the page does not exist.
     """
     path = Path(path)
     suffix = path.suffix.lower()
@@ -406,4 +412,5 @@ def page_view(path: Path, page: int, settings: Settings):
         if not frames:
             raise DocumentError(f"{path.name}: no page {page}")
         image = frames[0][1]
-    return image, ocr_image(image, settings)
+    result = ocr_image(image, settings)
+    return turn_image(image, result.rotation), result

@@ -3,6 +3,8 @@
 Pages without a text layer and image files come here (files and pages are
 :mod:`workbench.ingest.loaders`'; the reader is :mod:`workbench.models.ocr_reader`'s). Results are cached on disk by a hash of the page
 image (``OCR_CACHE_DIR``), so asking a second question about a scanned page costs no OCR.
+A page lying sideways or upside down is turned upright before it is read
+(:mod:`workbench.ingest.orientation`, ``OCR_DETECT_ORIENTATION``).
 """
 
 from __future__ import annotations
@@ -19,12 +21,14 @@ import numpy as np
 
 from workbench.config import Settings
 from workbench.ingest.layout import OcrBox, OcrPage, reading_order
+from workbench.ingest.orientation import ROTATIONS, detect_rotation, turn_array
 from workbench.models.ocr_reader import get_reader
 
 log = logging.getLogger(__name__)
 
 #: Bump when the cached JSON layout or the line ordering changes: old entries are then ignored.
-CACHE_VERSION = 2
+#: 3: pages are turned upright first (``rotation`` stored, boxes on the turned image).
+CACHE_VERSION = 3
 
 
 # --- cache ----------------------------------------------------------------------------
@@ -42,9 +46,13 @@ def _easyocr_version() -> str:
 
 def image_cache_key(array: np.ndarray, settings: Settings) -> str:
     """sha256 hex of the page pixels (shape, dtype, bytes) and of everything that changes the
-    OCR result: canvas size, languages, easyocr version, CACHE_VERSION."""
+    OCR result: canvas size, languages, orientation detection on/off, easyocr version,
+    CACHE_VERSION."""
     digest = hashlib.sha256()
-    header = f"v{CACHE_VERSION}|{_easyocr_version()}|{settings.ocr_canvas_size}|{','.join(settings.ocr_languages)}"
+    header = (
+        f"v{CACHE_VERSION}|{_easyocr_version()}|{settings.ocr_canvas_size}|{','.join(settings.ocr_languages)}"
+        f"|orient={int(settings.ocr_detect_orientation)}"
+    )
     digest.update(f"{header}|{array.shape}|{array.dtype}|".encode())
     digest.update(np.ascontiguousarray(array).data)
     return digest.hexdigest()
@@ -62,7 +70,10 @@ def _read_cache(path: Path) -> OcrPage | None:
             OcrBox(tuple((float(x), float(y)) for x, y in b["box"]), str(b["text"]), float(b["confidence"]))
             for b in data["boxes"]
         )
-        return OcrPage(str(data["text"]), boxes, int(data["width"]), int(data["height"]))
+        rotation = int(data["rotation"])
+        if rotation not in ROTATIONS:
+            raise ValueError(f"rotation {rotation}")
+        return OcrPage(str(data["text"]), boxes, int(data["width"]), int(data["height"]), rotation)
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:  # corrupt entry: OCR again
@@ -76,6 +87,7 @@ def _write_cache(path: Path, page: OcrPage) -> None:
         "text": page.text,
         "width": page.width,
         "height": page.height,
+        "rotation": page.rotation,
         "boxes": [{"box": [list(p) for p in b.box], "text": b.text, "confidence": b.confidence} for b in page.boxes],
     }
     try:
@@ -104,23 +116,32 @@ def _as_array(image) -> np.ndarray:
 def ocr_image(image, settings: Settings) -> OcrPage:
     """Read text from a PIL image or an (h, w[, 3]) uint8 array.
 
-    Uses canvas_size=OCR_CANVAS_SIZE pixels. Boxes and text lines follow ``reading_order``.
-    The result is cached under OCR_CACHE_DIR by ``image_cache_key``: the same pixels with the
-    same settings are read once. Raises ModelMissingError when the weights are not on disk.
+    With OCR_DETECT_ORIENTATION (default on) the page is first turned upright
+    (``orientation.detect_rotation``: a detection pass on a small copy and a few words
+    recognised both ways; measured 1.06x the read of an upright page, 1.6-2.1x for a rotated
+    one, see that module), then read once.
+    ``OcrPage.rotation`` says how far it was turned; its boxes, width and height are those of
+    the turned image. Uses canvas_size=OCR_CANVAS_SIZE pixels. Boxes and text lines follow
+    ``reading_order``. The result is cached under OCR_CACHE_DIR by ``image_cache_key`` (of the
+    pixels as given): the same pixels with the same settings are read once. Raises
+    ModelMissingError when the weights are not on disk.
     """
     array = _as_array(image)
     path = cache_path(image_cache_key(array, settings), settings)
     cached = _read_cache(path)
     if cached is not None:
         return cached
-    raw = get_reader(settings).readtext(array, canvas_size=settings.ocr_canvas_size)
+    reader = get_reader(settings)
+    rotation = detect_rotation(reader, array).rotation if settings.ocr_detect_orientation else 0
+    upright = turn_array(array, rotation)
+    raw = reader.readtext(upright, canvas_size=settings.ocr_canvas_size)
     boxes = tuple(
         reading_order(
             OcrBox(tuple((float(x), float(y)) for x, y in box), str(text), float(conf)) for box, text, conf in raw
         )
     )
-    height, width = array.shape[:2]
-    page = OcrPage("\n".join(b.text for b in boxes), boxes, width, height)
+    height, width = upright.shape[:2]
+    page = OcrPage("\n".join(b.text for b in boxes), boxes, width, height, rotation)
     _write_cache(path, page)
     return page
 

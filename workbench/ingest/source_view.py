@@ -33,6 +33,7 @@ from workbench.errors import DocumentError, WorkbenchError
 from workbench.ingest import loaders
 from workbench.ingest.layout import OcrBox, span_boxes
 from workbench.ingest.ocr import ocr_image
+from workbench.ingest.orientation import turn_image
 from workbench.ingest.uploads import confine
 from workbench.store import Store
 
@@ -57,7 +58,9 @@ class SourceView:
     file: ``image``, all ``ocr_boxes`` + ``highlights``), "text" (``text`` with the chunk at
     ``text[start:end]``), "chunk" (the file could not be read: only ``chunk.text``; ``note``
     says why).
-    image: RGB PIL image of the page (kinds pdf/ocr), else None.
+    image: RGB PIL image of the page (kinds pdf/ocr), else None; kind ocr: turned upright as
+    OCR read it, the boxes lie on it as shown. rotation: degrees counter-clockwise the page was
+    turned (``OcrPage.rotation``: 0, 90, 180 or 270; 0 for the other kinds).
     highlights: rectangles ``(x0, y0, x1, y1)`` in image pixels, origin top-left, covering the
     chunk's text (pdf: one per text line; ocr: one per OCR box); empty when not located.
     ocr_boxes: every OCR line of the page (kind ocr), in reading order.
@@ -78,6 +81,7 @@ class SourceView:
     image: Any = None
     highlights: tuple[Rect, ...] = ()
     ocr_boxes: tuple[OcrBox, ...] = ()
+    rotation: int = 0
     text: str = ""
     start: int = 0
     end: int = 0
@@ -293,8 +297,9 @@ def _to_pixels(page, rect: tuple[float, float, float, float], size: tuple[int, i
 
 def _ocr_view(image, chunk: Hit, settings: Settings, base: dict, changed: str) -> SourceView:
     """The page image with its OCR boxes (the cached OCR result when ingest read these pixels)
-    and the boxes of the chunk's span. An OCR failure (missing weights) leaves the image
-    without boxes and says so."""
+    and the boxes of the chunk's span; the image turned upright as OCR read it
+    (``OcrPage.rotation``), so boxes and highlights fall on its text. An OCR failure (missing
+    weights) leaves the image as it is, without boxes, and says so."""
     try:
         page = ocr_image(image, settings)
     except WorkbenchError as exc:
@@ -305,7 +310,7 @@ def _ocr_view(image, chunk: Hit, settings: Settings, base: dict, changed: str) -
         "Highlight approximate: this page's OCR text differs from the chunk's (the page was read again)."
         if marked else "The chunk's text was not found in this page's OCR text."
     )
-    return SourceView(kind="ocr", image=image, ocr_boxes=page.boxes, highlights=tuple(_bounds(b) for b in marked),
+    return SourceView(kind="ocr", image=turn_image(image, page.rotation), rotation=page.rotation, ocr_boxes=page.boxes, highlights=tuple(_bounds(b) for b in marked),
                       exact=exact and not changed, note=(changed + note).strip(), **base)
 
 
