@@ -1,4 +1,4 @@
-"""The goals of issue 13 in one table, from ``benchmarks/results/*.json`` (``make bench`` runs
+"""The speed goals of issue 13 (and the OCR goal of issue 14 part 5) in one table, from ``benchmarks/results/*.json`` (``make bench`` runs
 this last). Each goal is shown with what it was measured against in the same run, the target,
 and whether it holds; a goal whose benchmark has not run says so. The CPU (model, flags) and
 the encoder precision of each result are printed, since machines differ.
@@ -71,7 +71,7 @@ def ingest_goals(data: dict | None) -> list[Goal]:
         return [_missing("3-4. ingest", ">= 0.9x raw, >= 2.5x LangChain", "run benchmarks/ingest.py")]
     goals = []
     for row in data["shapes"]:
-        shape = f"{row['shape']} ({row['files']:,} files, {row['chunks']:,} chunks)"
+        shape = f"{row['shape']} ({row['files']:,} file{'s' if row['files'] != 1 else ''}, {row['chunks']:,} chunks)"
         goals.append(Goal(f"3. ingest / raw encode, {shape}", f"{row['ratio_ours_over_raw']:.2f}x ({row['ours_chunks_per_s']:.1f} chunks/s)",
                           f"raw encode {row['raw_chunks_per_s']:.1f} chunks/s", ">= 0.9x", row["ratio_ours_over_raw"] >= 0.9))
         if "langchain_s" in row:
@@ -91,9 +91,25 @@ def ollama_goals(data: dict | None) -> list[Goal]:
             for case in down]
 
 
+def ocr_goals(data: dict | None) -> list[Goal]:
+    """Issue 14 part 5 (scans the right way up) from ``ocr.json`` (benchmarks/ocr.py)."""
+    if not data or "cer_rotated" not in data:
+        return [_missing("14.5 OCR of rotated scans", "CER <= 0.05 at <= 1.5x", "run benchmarks/ocr.py")]
+    return [
+        Goal("14.5 CER of the rotated scans, read turned upright", f"{data['cer_rotated']:.3f}", f"not turned: {data['cer_rotated_off']:.3f}",
+             "<= 0.05", data["cer_rotated"] <= 0.05),
+        Goal("14.5 CER over every scan of ../shared/corpus/ocr", f"{data['cer_overall']:.3f}", f"not turned: {data['cer_overall_off']:.3f}",
+             "<= 0.05", data["cer_overall"] <= 0.05),
+        Goal("14.5 time of a rotated scan / its upright read (worst)", f"{data['ratio_vs_upright_max_rotated']:.2f}x",
+             "the upright page's read, CPU seconds", "<= 1.5x", data["ratio_vs_upright_max_rotated"] <= 1.5),
+    ]
+
+
 def machines(results: dict[str, dict | None]) -> list[str]:
     lines = []
     for name, data in results.items():
+        if data and not data.get("machine") and "cpu_flags" in data:  # written before results named the machine
+            lines.append(f"{name}: flags {data['cpu_flags'] or '(none reported)'}, load {data.get('load_avg_after', ['?'])[0]} at the end")
         if data and data.get("machine"):
             m = data["machine"]
             enc = f", encoder {m['backend']} {m['precision']}" if m.get("backend") else ""
@@ -110,8 +126,8 @@ def table(goals: list[Goal]) -> str:
 
 
 def render() -> str:
-    results = {name: _load(name) for name in ("search", "ingest", "chat")}
-    goals = search_goals(results["search"]) + ingest_goals(results["ingest"]) + ollama_goals(results["chat"])
+    results = {name: _load(name) for name in ("search", "ingest", "chat", "ocr")}
+    goals = search_goals(results["search"]) + ingest_goals(results["ingest"]) + ollama_goals(results["chat"]) + ocr_goals(results["ocr"])
     held = sum(g.met is True for g in goals)
     failed = sum(g.met is False for g in goals)
     lines = [table(goals), "", f"{held} held, {failed} not held, {sum(g.met is None for g in goals)} not measured. Measured on:", ""]

@@ -20,8 +20,10 @@ of the same local MiniLM on torch, Chroma.from_documents).
 
 Goals (issue 13): ours >= 0.9x raw encode of the same encoder on every shape; ours >= 2.5x
 LangChain's wall time on ``text`` and ``small``. Prints one table with the CPU flags and writes
-benchmarks/results/ingest.json. Usage: python benchmarks/ingest.py [--quick] [--pdf]
-[--shapes text,small,...] [--no-langchain] [--langchain-all]
+benchmarks/results/ingest.json; with ``--shapes`` the other shapes' rows of the previous file are
+kept (each row is one shape's own run: ours, raw and LangChain together, with its time and load).
+Usage: python benchmarks/ingest.py [--quick] [--pdf] [--shapes text,small,...] [--no-langchain]
+[--langchain-all]
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import REPO, require_corpus, write_result
+from _common import REPO, RESULTS, require_corpus, write_result
 
 SHAPES = ("text", "small", "one-line", "pdf")
 #: Shapes LangChain runs on by default (goal 4); ``--langchain-all`` adds one-line (never the
@@ -286,6 +288,14 @@ def main() -> None:
 
     header.update(load_end=round(os.getloadavg()[0], 2), batch_size=Settings(_env_file=None).embedding_batch_size)
     print_table(rows, header)
+    measured_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    for r in rows:
+        r.update(measured_at=measured_at, load_average=header["load_end"])
+    previous = RESULTS / "ingest.json"
+    if args.shapes and previous.exists() and not args.quick:  # keep the shapes not re-run
+        done = {r["shape"] for r in rows}
+        kept = [r for r in json.loads(previous.read_text()).get("shapes", []) if r["shape"] not in done]
+        rows = sorted(rows + kept, key=lambda r: SHAPES.index(r["shape"]))
     write_result("ingest", {**header, "quick": args.quick, "shapes": rows})
 
 
