@@ -205,6 +205,9 @@ def flow(page, app_url, corpus_dir, tmp_path):
     wait_idle(page)
     choose(page, "Open document", "google-doc-document.pdf")
     page.get_by_role("heading", name=re.compile("google-doc-document.pdf")).wait_for(timeout=SLOW)
+    caption = page.get_by_text(re.compile(r"· id [0-9a-f]+$")).first
+    caption.wait_for(timeout=SLOW)
+    zen_id = re.search(r"· id ([0-9a-f]+)$", caption.inner_text().strip()).group(1)
     first_chunk = page.locator(".st-key-chunk-0")
     first_chunk.wait_for(timeout=SLOW)
     wait_idle(page)
@@ -240,7 +243,11 @@ def flow(page, app_url, corpus_dir, tmp_path):
     query.press("Enter")
     page.locator(".st-key-hit-1", has_text="google-doc-document.pdf").wait_for(timeout=SLOW)
     wait_idle(page)
-    page.locator(".st-key-hit-1").get_by_role("link", name=re.compile("Open in Documents")).click()
+    # The link, not only the title, must be this run's: under load the title of hit 1 can be
+    # repainted while its link still points at the previous query's first hit.
+    link = page.locator(f'.st-key-hit-1 a[href*="document={zen_id}"]', has_text="Open in Documents").first
+    link.wait_for(timeout=SLOW)
+    link.click()
     page.get_by_role("heading", name=re.compile("Documents")).first.wait_for(timeout=SLOW)
     page.get_by_role("heading", name=re.compile("google-doc-document.pdf")).wait_for(timeout=SLOW)
     assert re.search(r"/documents(\?|$)", page.url), page.url
