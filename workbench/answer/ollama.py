@@ -227,12 +227,5 @@ def ensure_reachable(settings: Settings) -> str:
     """Ask Ollama for its version, waiting at most REACHABLE_TIMEOUT seconds: call it before
     anything slow (loading models, retrieval) so a down or unreachable server is reported at
     once. Returns the version; raises OllamaCallError saying what failed and how to fix it."""
-    seconds = min(float(settings.ollama_timeout), REACHABLE_TIMEOUT)
-    quick = settings.model_copy(update={"ollama_timeout": seconds})
-    try:
-        data = make_client(quick, read_timeout=seconds)._request_raw("GET", "/api/version").json()
-    except Exception as exc:
-        raise classify_error(exc, settings=quick, read_timeout=seconds) from exc
-    if not isinstance(data, dict) or "version" not in data:
-        raise classify_error(KeyError("version"), settings=settings)
-    return str(data["version"])
+    quick = settings.model_copy(update={"ollama_timeout": min(float(settings.ollama_timeout), REACHABLE_TIMEOUT)})
+    return server_version(quick)
