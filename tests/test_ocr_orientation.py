@@ -21,7 +21,7 @@ from tests.conftest import make_settings
 from workbench.ingest import ocr
 from workbench.ingest.loaders import ocr_file, page_view
 from workbench.ingest.ocr import cache_path, character_error_rate, image_cache_key, ocr_image
-from workbench.ingest.orientation import turn_array, turn_image, turn_rect
+from workbench.ingest.orientation import is_text_line, turn_array, turn_image, turn_rect
 
 LINES = ["The copper gate closes at nine", "Bring your blue permit card", "Boats leave from the north pier"]
 FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/dejavu/DejaVuSans.ttf")
@@ -119,6 +119,48 @@ def test_detection_off_reads_the_page_as_it_lies(ocr_settings):
     assert image_cache_key(np.asarray(flipped), off) != image_cache_key(np.asarray(flipped), ocr_settings)
     page = ocr_image(flipped, off)
     assert page.rotation == 0 and character_error_rate(page.text, "\n".join(LINES)) > 0.5
+
+
+LINE = "Boats leave from the north pier at nine"
+
+
+def text_line() -> Image.Image:
+    """A 620x44 white strip with LINE in black, 26-pixel type: one text line, as the ocropy
+    line images of the corpus."""
+    path = next((p for p in FONTS if Path(p).is_file()), None)
+    font = ImageFont.truetype(path, 26) if path else ImageFont.load_default(size=26)
+    line = Image.new("RGB", (620, 44), "white")
+    ImageDraw.Draw(line).text((10, 8), LINE, fill="black", font=font)
+    return line
+
+
+@pytest.mark.parametrize("turn", [None, *TURNS], ids=["upright", "ccw90", "180", "cw90"])
+def test_text_line_is_read_upright_in_one_detection_pass(ocr_settings, turn, monkeypatch):
+    """A one-line image in any of the four turns reads as upright, reports the turn back, and
+    costs one detection pass (the read's own): detecting words on a thin strip cost as much as
+    reading it (1.7-2.8x the plain read on the ocropy lines before)."""
+    upright = text_line()
+    image = upright if turn is None else upright.transpose(turn)
+    assert is_text_line(np.asarray(image))
+    reader = ocr.get_reader(ocr_settings)
+    detections = []
+    detect = reader.detect
+    monkeypatch.setattr(reader, "detect", lambda *a, **kw: detections.append(1) or detect(*a, **kw))
+    page = ocr_image(image, ocr_settings)
+    assert len(detections) == 1
+    assert page.rotation == (0 if turn is None else TURNS[turn]), page.text
+    assert (page.width, page.height) == upright.size
+    assert character_error_rate(page.text.replace("\n", " "), LINE) <= 0.05, page.text
+    assert page.boxes[0].text.startswith("Boats")
+    for box in page.boxes:  # on the strip as shown
+        xs, ys = [p[0] for p in box.box], [p[1] for p in box.box]
+        assert 0 <= min(xs) < max(xs) <= page.width and 0 <= min(ys) < max(ys) <= page.height, box
+
+
+def test_a_page_is_not_a_text_line():
+    assert not is_text_line(np.asarray(text_page()))  # 560x220
+    assert not is_text_line(np.zeros((2400, 300, 3), np.uint8))  # a narrow receipt: 300 px across
+    assert is_text_line(np.zeros((1742, 39, 3), np.uint8))  # the ocropy 0079 line, on its side
 
 
 #: The rotated copies of phototest.tif in ../shared/corpus/ocr and the turn that reads them.

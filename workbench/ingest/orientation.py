@@ -14,14 +14,25 @@ against 0.007 upright). :func:`detect_rotation` finds the turn in three steps:
    default; so when 0 scores 0.9 or more, 180 is not tried); when the better confidence is
    below ``MIN_CONFIDENCE`` (no readable text, e.g. a photo) nothing is turned.
 
+A text-line image (:func:`is_text_line`) is read differently, because there the detection
+pass costs as much as the read (measured 1.7-2.8x the plain read with the steps above): its
+long side gives the axis, it is turned so that it lies flat, read once (EasyOCR's detection
+and recognition, as ``readtext``), and only when that read's confidence is below ``LINE_SURE`` are the
+same boxes recognised on the line turned 180 degrees, which wins by ``FLIP_MARGIN``.
+
 The caller then reads the turned page once (:func:`workbench.ingest.ocr.ocr_image`). Measured
-with easyocr 1.7.2, canvas 1280, on 2 shared cores (benchmarks/ocr.py, CPU seconds,
-2026-12-02): the four rotated phototest copies read at CER 0.007 like the upright page; all
-16 corpus images are turned right. The pass costs 1.8 s on upright phototest (1.06x its 8.4-s
-read), 3.9-5.8 s on the rotated copies (1.57-2.05x the upright read in all), 2.6-5.4 s on
-the single-line ocropy images (1.7-2.8x: each of up to 8 words is one recognizer call). An
-earlier attempt measured 1.11-1.49x for the rotated copies. EasyOCR's own ``rotation_info``
-(every box recognised at each angle) was worse: CER 0.67-0.78 at 2-3x.
+with easyocr 1.7.2, canvas 1280 (benchmarks/ocr.py, CPU seconds, 2026-12-02): the four rotated
+phototest copies read at CER 0.007 like the upright page; all 16 corpus images are turned
+right, and so are phototest, eurotext, linn and 8087 each turned all four ways. On idle cores
+the pass costs ~2 s (a 320-px detection ~1.2 s, 8 words one recognizer call each ~0.7 s per
+direction) against a 7-8 s read of phototest: the rotated copies take 1.25-1.48x the upright
+read in all (1.57-2.05x at a load average of 3). The 7 ocropy lines, read by
+:func:`read_text_line`, take 0.83-1.16x the plain read (1.7-2.8x before, with a detection pass
+of their own). Tried and left: all words of both directions in one recognizer batch (every
+crop is padded to the widest, slower: 9.2 s instead of 4.2 s on linn); 5 words instead of 8
+(17% less time, the 90/270 margin on phototest shrinks to 0.17; 4 words turns it wrong).
+EasyOCR's own ``rotation_info`` (every box recognised at each angle) was worse: CER 0.67-0.78
+at 2-3x.
 
 Rotations are degrees counter-clockwise (the direction of ``np.rot90`` and PIL's
 ``Image.rotate``), one of 0, 90, 180, 270.
@@ -41,6 +52,17 @@ DETECT_SIDES = (320, 640, 1024)
 #: The copy's short side is not made smaller than this (pixels): a single text line (e.g.
 #: 1742x39) is detected once, at full size, instead of at three sizes too small to show text.
 MIN_SHORT_SIDE = 96
+#: A text-line image: its short side is at most this many pixels and its long side at least
+#: ``LINE_ASPECT`` times longer (the ocropy line images of ../shared/corpus/ocr are 37-88 px by
+#: 719-1742 px). Such an image is read by :func:`read_text_line` instead: detecting words on
+#: a strip that thin takes a full-size pass, as long as the read's own.
+LINE_MAX_SHORT_SIDE = 128
+LINE_ASPECT = 8
+#: A text line read at this length-weighted mean confidence (0..1) or more is not tried upside
+#: down (the second recognition costs about half the read). Measured on the 7 ocropy lines
+#: turned all four ways: read the right way up they score 0.76-0.99; upside down at most 0.50
+#: (and the phototest page's 8 longest words upside down 0.49-0.56).
+LINE_SURE = 0.7
 #: Fewest elongated word boxes that settle the axis; fewer: detect again on a larger copy.
 MIN_BOXES = 6
 #: A box counts for the axis when its long side is at least this many times its short side.
@@ -196,3 +218,76 @@ def detect_rotation(reader, array: np.ndarray) -> Orientation:
         rotation = 180 if scores[180] > scores[0] + FLIP_MARGIN else 0
     log.debug("orientation: %d degrees (scores %s, %d boxes at %d px)", rotation, scores, len(boxes), side)
     return Orientation(rotation, {k: round(v, 4) for k, v in scores.items()}, len(boxes), side)
+
+
+def is_text_line(array: np.ndarray) -> bool:
+    """True for an image of one text line lying flat or on its side: at most
+    ``LINE_MAX_SHORT_SIDE`` px across and ``LINE_ASPECT`` times as long."""
+    short, long = sorted(array.shape[:2])
+    return short <= LINE_MAX_SHORT_SIDE and long >= LINE_ASPECT * max(1, short)
+
+
+def _weighted_confidence(results) -> float:
+    total = sum(len(text.strip()) for _, text, _ in results)
+    if not total:
+        return 0.0
+    return sum(float(conf) * len(text.strip()) for _, text, conf in results) / total
+
+
+def _turn_box(box, rotation: int, width: int, height: int):
+    """An EasyOCR horizontal box ``[x_min, x_max, y_min, y_max]`` of a ``width`` x ``height``
+    image, as it lies on that image turned ``rotation`` degrees."""
+    x0, y0, x1, y1 = turn_rect((box[0], box[2], box[1], box[3]), rotation, width, height)
+    return [int(x0), int(round(x1)), int(y0), int(round(y1))]
+
+
+def _turn_polygon(points, rotation: int, width: int, height: int):
+    """EasyOCR free-box corners ``[[x, y] x 4]`` as they lie on the image turned ``rotation``."""
+    turned = {
+        0: lambda x, y: (x, y),
+        90: lambda x, y: (y, width - x),
+        180: lambda x, y: (width - x, height - y),
+        270: lambda x, y: (height - y, x),
+    }[_check(rotation)]
+    return [list(turned(x, y)) for x, y in points]
+
+
+def read_text_line(reader, array: np.ndarray, canvas_size: int) -> tuple[int, list, Orientation]:
+    """Read the (h, w, 3) uint8 RGB text-line image ``array`` (see :func:`is_text_line`) the
+    right way up with ``reader`` (an ``easyocr.Reader``) in one detection pass:
+
+    - a line taller than wide is first turned 90 degrees so that it lies flat;
+    - EasyOCR's detection (``readtext``'s defaults, ``canvas_size`` pixels) and recognition
+      read it as it lies; the length-weighted mean confidence of that read is its score;
+    - below ``LINE_SURE``, the same boxes are recognised on the line turned a further 180 degrees,
+      which is kept when it scores ``FLIP_MARGIN`` more (upright is the default).
+
+    Returns (rotation in degrees counter-clockwise, ``readtext``-style results
+    ``[(corners, text, confidence)]`` with corners on the image turned by that rotation, the
+    :class:`Orientation` with both scores). Costs one ``readtext`` plus, when unsure, one more
+    recognition of the same boxes."""
+    import cv2  # easyocr's own dependency; the same conversion readtext makes
+
+    height, width = array.shape[:2]
+    base = 90 if height > width else 0
+    line = turn_array(array, base)
+    grey = cv2.cvtColor(np.ascontiguousarray(line), cv2.COLOR_BGR2GRAY)
+    horizontal, free = reader.detect(line, canvas_size=canvas_size)
+    horizontal, free = horizontal[0], free[0]
+    results = reader.recognize(grey, horizontal, free, reformat=False)
+    scores = {base: _weighted_confidence(results)}
+    rotation = base
+    if scores[base] < LINE_SURE:
+        line_height, line_width = grey.shape
+        flipped = reader.recognize(
+            turn_array(grey, 180),
+            [_turn_box(b, 180, line_width, line_height) for b in horizontal],
+            [_turn_polygon(p, 180, line_width, line_height) for p in free],
+            reformat=False,
+        )
+        scores[(base + 180) % 360] = _weighted_confidence(flipped)
+        if scores[(base + 180) % 360] > scores[base] + FLIP_MARGIN:
+            rotation, results = (base + 180) % 360, flipped
+    log.debug("orientation: text line turned %d degrees (scores %s)", rotation, scores)
+    found = Orientation(rotation, {k: round(v, 4) for k, v in scores.items()}, len(horizontal) + len(free), max(height, width))
+    return rotation, results, found
