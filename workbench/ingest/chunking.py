@@ -277,12 +277,30 @@ class Chunker:
                     heading = markdown and bool(_MD_HEADING.fullmatch(body))
                     yield dict(start=start, end=end, tokens=tokens, whole=True, heading=heading, body=not heading)
                     continue
-                pieces = [(offset, piece, tokens) for offset, piece, tokens in self._split(body) if piece.strip()]
-                unknown = [k for k, (_, _, tokens) in enumerate(pieces) if tokens is None]
-                for k, tokens in zip(unknown, self.count_many([pieces[k][1] for k in unknown])):
-                    pieces[k] = (pieces[k][0], pieces[k][1], tokens)
-                for offset, piece, tokens in pieces:
+                for offset, piece, tokens in self._counted(self._split(body)):
                     yield dict(start=start + offset, end=start + offset + len(piece), tokens=tokens, whole=False, body=True)
+
+    def _counted(self, pieces: Iterator[tuple[int, str, int | None]]) -> Iterator[tuple[int, str, int]]:
+        """``pieces`` without the blank ones, in order and as they come, their unknown token
+        counts (None) counted up to 64 pieces per tokenizer call."""
+        unknown: list[tuple[int, str]] = []
+
+        def counted() -> Iterator[tuple[int, str, int]]:
+            for (offset, piece), tokens in zip(unknown, self.count_many([piece for _, piece in unknown])):
+                yield offset, piece, tokens
+            unknown.clear()
+
+        for offset, piece, tokens in pieces:
+            if not piece.strip():
+                continue
+            if tokens is None:
+                unknown.append((offset, piece))
+                if len(unknown) >= 64:
+                    yield from counted()
+                continue
+            yield from counted()
+            yield offset, piece, tokens
+        yield from counted()
 
     def chunk_pages(
         self,
