@@ -98,10 +98,14 @@ def ocr_goals(data: dict | None) -> list[Goal]:
     return [
         Goal("14.5 CER of the rotated scans, read turned upright", f"{data['cer_rotated']:.3f}", f"not turned: {data['cer_rotated_off']:.3f}",
              "<= 0.05", data["cer_rotated"] <= 0.05),
-        Goal("14.5 CER over every scan of ../shared/corpus/ocr", f"{data['cer_overall']:.3f}", f"not turned: {data['cer_overall_off']:.3f}",
+        Goal("14.5 CER over every scan of ../shared/corpus/ocr", f"{data['cer_overall']:.3f}",
+             f"not turned: {data['cer_overall_off']:.3f}"
+             + (f"; UNLV pages in their reference's zone order: {data['cer_overall_zone_order']:.3f}" if data.get("cer_overall_zone_order") is not None else ""),
              "<= 0.05", data["cer_overall"] <= 0.05),
         Goal("14.5 time of a rotated scan / its upright read (worst)", f"{data['ratio_vs_upright_max_rotated']:.2f}x",
              "the upright page's read, CPU seconds", "<= 1.5x", data["ratio_vs_upright_max_rotated"] <= 1.5),
+        Goal("14.5 time of any scan / its upright read (worst)", f"{data['ratio_vs_upright_max']:.2f}x",
+             "the upright page's read, CPU seconds", "<= 1.5x", data["ratio_vs_upright_max"] <= 1.5),
     ]
 
 

@@ -14,7 +14,9 @@ Per image, in one process with one EasyOCR reader (canvas OCR_CANVAS_SIZE, defau
 - off: the same with orientation detection off (the page read as it lies);
 - cached: ``ocr_file(path)`` again (served from the page-hash cache, no OCR; wall seconds);
 - CER: character error rate against the ground truth (whitespace collapsed), for ours, off,
-  and the raw result joined in EasyOCR's order;
+  and the raw result joined in EasyOCR's order; for the two UNLV magazine pages also
+  ``cer_zone_order``: our lines in the order of the reference's Text zones (``.uzn``), the
+  recognition's error without our reading order;
 - ratio_vs_upright: ours over the time of the upright page read without orientation detection
   (``upright``: phototest.tif for its rotated copies, else the image itself). The goal of
   issue 14 is CER <= 0.05 on every upright and rotated scan at ratio_vs_upright <= 1.5.
@@ -64,6 +66,31 @@ def ground_truth(image: Path) -> Path:
     stem = image.name.split(".bin.png")[0] if image.name.endswith(".bin.png") else image.stem
     gt = image.with_name(stem + ".gt.txt")
     return gt if gt.exists() else image.with_name(stem + ".txt")
+
+
+def zone_order_text(image: Path, page) -> str | None:
+    """The page's OCR lines put in the reference's order: each box goes to the UNLV ``Text``
+    zone (``<stem>.uzn``: x y w h type per line) holding its centre, zones in file order, boxes
+    in our reading order within a zone. The reference text of those pages holds only the Text
+    zones in that order, so this CER is the recognition's alone, without our reading order.
+    None for images without a zone file (or read turned)."""
+    zones_file = image.with_suffix(".uzn")
+    if not zones_file.exists() or page.rotation:
+        return None
+    parts = []
+    for line in zones_file.read_text(encoding="utf-8").splitlines():
+        fields = line.split()
+        if len(fields) < 5 or fields[4] != "Text":
+            continue
+        x, y, w, h = (int(v) for v in fields[:4])
+        inside = []
+        for box in page.boxes:
+            cx = sum(p[0] for p in box.box) / len(box.box)
+            cy = sum(p[1] for p in box.box) / len(box.box)
+            if x <= cx <= x + w and y <= cy <= y + h:
+                inside.append(box.text)
+        parts.append("\n".join(inside))
+    return "\n".join(parts)
 
 
 def main() -> None:
@@ -161,6 +188,7 @@ def main() -> None:
         ocr_file(image, fresh)
         cached_s = time.perf_counter() - t0
         upright = UPRIGHT.get(name, name)
+        zoned = zone_order_text(image, page)
         row = {
             "image": name,
             "size": list(array.shape[1::-1]),
@@ -185,6 +213,7 @@ def main() -> None:
             "cer_off": round(character_error_rate(off_page.text, reference), 4),
             "cer_raw_order": round(character_error_rate(" ".join(r[1] for r in raw), reference), 4),
             "ref_chars": len(" ".join(reference.split())),
+            "cer_zone_order": None if zoned is None else round(character_error_rate(zoned, reference), 4),
             "lines": len(page.boxes),
         }
         rows.append(row)
@@ -226,6 +255,8 @@ def main() -> None:
         "cer_overall": weighted("cer", rows),
         "cer_overall_off": weighted("cer_off", rows),
         "cer_overall_raw_order": weighted("cer_raw_order", rows),
+        # every scan, the UNLV pages in their reference's zone order (recognition only)
+        "cer_overall_zone_order": weighted("cer_zone_or_page", [dict(r, cer_zone_or_page=r["cer_zone_order"] if r["cer_zone_order"] is not None else r["cer"]) for r in rows]),
         "cer_rotated": weighted("cer", rotated),
         "cer_rotated_off": weighted("cer_off", rotated),
         "rows": rows,
