@@ -123,17 +123,22 @@ def turn_image(image, rotation: int):
     return image.transpose(steps[rotation])
 
 
+def turn_point(x: float, y: float, rotation: int, width: int, height: int) -> tuple[float, float]:
+    """The point (x, y) of a ``width`` x ``height`` image (pixel edges), as it lies on that image
+    turned ``rotation`` degrees counter-clockwise."""
+    return {
+        0: lambda: (x, y),
+        90: lambda: (y, width - x),
+        180: lambda: (width - x, height - y),
+        270: lambda: (height - y, x),
+    }[_check(rotation)]()
+
+
 def turn_rect(rect: Rect, rotation: int, width: int, height: int) -> Rect:
     """``rect`` on a ``width`` x ``height`` image, as it lies on that image turned ``rotation``
     degrees counter-clockwise (pixel edges, so the turned image is exactly covered)."""
     x0, y0, x1, y1 = rect
-    turned = {
-        0: lambda x, y: (x, y),
-        90: lambda x, y: (y, width - x),
-        180: lambda x, y: (width - x, height - y),
-        270: lambda x, y: (height - y, x),
-    }[_check(rotation)]
-    (ax, ay), (bx, by) = turned(x0, y0), turned(x1, y1)
+    (ax, ay), (bx, by) = turn_point(x0, y0, rotation, width, height), turn_point(x1, y1, rotation, width, height)
     return min(ax, bx), min(ay, by), max(ax, bx), max(ay, by)
 
 
@@ -243,13 +248,7 @@ def _turn_box(box, rotation: int, width: int, height: int):
 
 def _turn_polygon(points, rotation: int, width: int, height: int):
     """EasyOCR free-box corners ``[[x, y] x 4]`` as they lie on the image turned ``rotation``."""
-    turned = {
-        0: lambda x, y: (x, y),
-        90: lambda x, y: (y, width - x),
-        180: lambda x, y: (width - x, height - y),
-        270: lambda x, y: (height - y, x),
-    }[_check(rotation)]
-    return [list(turned(x, y)) for x, y in points]
+    return [list(turn_point(x, y, rotation, width, height)) for x, y in points]
 
 
 def read_text_line(reader, array: np.ndarray, canvas_size: int) -> tuple[int, list, Orientation]:
