@@ -33,7 +33,9 @@ DENSE_SCANS = {"linn.pdf", "cardinal.pdf"}
 
 @pytest.fixture(scope="module")
 def pdf_run(corpus_dir, tmp_path_factory, embedder):
-    settings = make_settings(tmp_path_factory.mktemp("pdfs"), collection_name="pdfs", ocr_dpi=100)
+    # Orientation detection off: these scans lie upright, and its pass on each of the ~17
+    # scanned pages is time the suite spends elsewhere (tests/test_ocr_orientation.py).
+    settings = make_settings(tmp_path_factory.mktemp("pdfs"), collection_name="pdfs", ocr_dpi=100, ocr_detect_orientation=False)
     store = open_store(settings)
     pdfs = tmp_path_factory.mktemp("corpus") / "pdfs"
     shutil.copytree(corpus_dir / "pdfs", pdfs, ignore=lambda d, names: [n for n in names if n in DENSE_SCANS])
