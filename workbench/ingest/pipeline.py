@@ -430,6 +430,7 @@ class _Run:
                 if pending[0].exception() is None:
                     for _, doc in pending[1]:
                         doc.flushed += 1
+                    self.finish_committed(pending[2])  # one-chunk documents it wrote committed stay
             raise
         if pending is not None:
             self.written(*pending)
