@@ -256,7 +256,7 @@ def main() -> None:
         "cer_overall_off": weighted("cer_off", rows),
         "cer_overall_raw_order": weighted("cer_raw_order", rows),
         # every scan, the UNLV pages in their reference's zone order (recognition only)
-        "cer_overall_zone_order": weighted("cer_zone_or_page", [dict(r, cer_zone_or_page=r["cer_zone_order"] if r["cer_zone_order"] is not None else r["cer"]) for r in rows]),
+        "cer_overall_zone_order": weighted("cer", [r if r["cer_zone_order"] is None else dict(r, cer=r["cer_zone_order"]) for r in rows]),
         "cer_rotated": weighted("cer", rotated),
         "cer_rotated_off": weighted("cer_off", rotated),
         "rows": rows,

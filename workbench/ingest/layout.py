@@ -79,6 +79,20 @@ SIDE = 0.1
 SIDE_LINES = 5
 
 
+def _runs(values: list[int], first: int, last: int, keep) -> list[tuple[int, int]]:
+    """(start, end) index pairs, inclusive, of the maximal runs of ``values[first:last + 1]``
+    whose values satisfy ``keep``."""
+    runs: list[tuple[int, int]] = []
+    for index in range(first, last + 1):
+        if not keep(values[index]):
+            continue
+        if runs and runs[-1][1] == index - 1:
+            runs[-1] = (runs[-1][0], index)
+        else:
+            runs.append((index, index))
+    return runs
+
+
 def _soft_gutter(items: list[tuple[OcrBox, tuple]], min_gutter: float) -> tuple[list, list, list] | None:
     """Two columns separated by a vertical gutter that a few boxes cross (see ``CROSSERS``,
     ``SIDE``, ``SIDE_LINES``): ``(left, right, crossing)``, or None. The gutter is the stretch
@@ -97,27 +111,11 @@ def _soft_gutter(items: list[tuple[OcrBox, tuple]], min_gutter: float) -> tuple[
             cover[cell] += 1
     need = math.ceil(min_gutter / step)  # cells in a gutter's width
     best: tuple | None = None
-    start = 0
-    while start < cells:
-        if cover[start] > limit:
-            start += 1
-            continue
-        end = start
-        while end + 1 < cells and cover[end + 1] <= limit:
-            end += 1
+    for start, end in _runs(cover, 0, cells - 1, lambda c: c <= limit):
         if end - start + 1 >= need:
             low = min(cover[start : end + 1])
-            stretches, cell = [], start
-            while cell <= end:  # the longest stretch at the lowest coverage...
-                if cover[cell] == low:
-                    last = cell
-                    while last + 1 <= end and cover[last + 1] == low:
-                        last += 1
-                    stretches.append((last - cell, cell, last))
-                    cell = last + 1
-                else:
-                    cell += 1
-            _, a, b = max(stretches)
+            # the longest stretch at the lowest coverage (the rightmost of equals)...
+            _, a, b = max((last - first, first, last) for first, last in _runs(cover, start, end, lambda c: c == low))
             while b - a + 1 < need:  # ...widened to a gutter's width on its emptier side
                 if a > start and (b >= end or cover[a - 1] <= cover[b + 1]):
                     a -= 1
@@ -129,12 +127,11 @@ def _soft_gutter(items: list[tuple[OcrBox, tuple]], min_gutter: float) -> tuple[
             right = [it for it in items if it[1][0] >= hi]
             score = (len(crossing), -(end - start))  # fewest crossing boxes, then the widest run
             if min(len(left), len(right)) >= max(3, SIDE * n) and (best is None or score < best[0]):
-                extent = [max(r[3] for _, r in side) - min(r[1] for _, r in side) for side in (left, right)]
-                tops = [(min(r[1] for _, r in side), max(r[3] for _, r in side)) for side in (left, right)]
-                overlap = min(tops[0][1], tops[1][1]) - max(tops[0][0], tops[1][0])
+                spans = [(min(r[1] for _, r in side), max(r[3] for _, r in side)) for side in (left, right)]
+                extent = [bottom - top for top, bottom in spans]
+                overlap = min(spans[0][1], spans[1][1]) - max(spans[0][0], spans[1][0])
                 if min(extent) >= SIDE_LINES * 2 * min_gutter and overlap >= 0.5 * min(extent):  # side by side
                     best = (score, left, right, crossing)
-        start = end + 1
     return best[1:] if best else None
 
 

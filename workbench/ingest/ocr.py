@@ -136,10 +136,11 @@ def ocr_image(image, settings: Settings) -> OcrPage:
     reader = get_reader(settings)
     if settings.ocr_detect_orientation and is_text_line(array):
         rotation, raw, _ = read_text_line(reader, array, settings.ocr_canvas_size)
+        upright = turn_array(array, rotation)
     else:
         rotation = detect_rotation(reader, array).rotation if settings.ocr_detect_orientation else 0
-        raw = reader.readtext(turn_array(array, rotation), canvas_size=settings.ocr_canvas_size)
-    upright = turn_array(array, rotation)
+        upright = turn_array(array, rotation)
+        raw = reader.readtext(upright, canvas_size=settings.ocr_canvas_size)
     boxes = tuple(
         reading_order(
             OcrBox(tuple((float(x), float(y)) for x, y in box), str(text), float(conf)) for box, text, conf in raw

@@ -175,20 +175,28 @@ def _word_boxes(reader, array: np.ndarray) -> tuple[list[Rect], int]:
     return boxes, min(side, long_side)
 
 
-def _confidence(reader, grey: np.ndarray, rects: list[Rect], rotation: int) -> float:
-    """Length-weighted mean confidence (0..1) of the recognised text of ``rects`` (pixels of
-    ``grey``) on ``grey`` turned ``rotation`` degrees."""
-    height, width = grey.shape
-    turned = turn_array(grey, rotation)
-    boxes = []
-    for rect in rects:
-        x0, y0, x1, y1 = turn_rect(rect, rotation, width, height)
-        boxes.append([int(x0), int(round(x1)), int(y0), int(round(y1))])
-    results = reader.recognize(turned, horizontal_list=boxes, free_list=[], detail=1, reformat=False)
+def _weighted_confidence(results) -> float:
+    """Length-weighted mean confidence (0..1) of EasyOCR results ``[(box, text, confidence)]``;
+    0 when they hold no text."""
     total = sum(len(text.strip()) for _, text, _ in results)
     if not total:
         return 0.0
     return sum(float(conf) * len(text.strip()) for _, text, conf in results) / total
+
+
+def _easyocr_box(rect: Rect) -> list[int]:
+    """``rect`` as an EasyOCR horizontal box ``[x_min, x_max, y_min, y_max]`` (whole pixels)."""
+    x0, y0, x1, y1 = rect
+    return [int(x0), int(round(x1)), int(y0), int(round(y1))]
+
+
+def _confidence(reader, grey: np.ndarray, rects: list[Rect], rotation: int) -> float:
+    """Length-weighted mean confidence (0..1) of the recognised text of ``rects`` (pixels of
+    ``grey``) on ``grey`` turned ``rotation`` degrees."""
+    height, width = grey.shape
+    boxes = [_easyocr_box(turn_rect(rect, rotation, width, height)) for rect in rects]
+    results = reader.recognize(turn_array(grey, rotation), horizontal_list=boxes, free_list=[], detail=1, reformat=False)
+    return _weighted_confidence(results)
 
 
 def detect_rotation(reader, array: np.ndarray) -> Orientation:
@@ -232,18 +240,10 @@ def is_text_line(array: np.ndarray) -> bool:
     return short <= LINE_MAX_SHORT_SIDE and long >= LINE_ASPECT * max(1, short)
 
 
-def _weighted_confidence(results) -> float:
-    total = sum(len(text.strip()) for _, text, _ in results)
-    if not total:
-        return 0.0
-    return sum(float(conf) * len(text.strip()) for _, text, conf in results) / total
-
-
 def _turn_box(box, rotation: int, width: int, height: int):
     """An EasyOCR horizontal box ``[x_min, x_max, y_min, y_max]`` of a ``width`` x ``height``
     image, as it lies on that image turned ``rotation`` degrees."""
-    x0, y0, x1, y1 = turn_rect((box[0], box[2], box[1], box[3]), rotation, width, height)
-    return [int(x0), int(round(x1)), int(y0), int(round(y1))]
+    return _easyocr_box(turn_rect((box[0], box[2], box[1], box[3]), rotation, width, height))
 
 
 def _turn_polygon(points, rotation: int, width: int, height: int):
