@@ -436,3 +436,29 @@ def test_page_answers_with_the_span_highlighted_and_escaped(tmp_path, planted_qa
     assert f"<mark>{ANSWER}</mark>" in html_blocks
     assert "&lt;script&gt;" in html_blocks and "<script>" not in html_blocks
     assert any(m.label == "Page" and str(m.value) == "1" for m in at.metric)
+
+
+def test_two_sessions_ask_at_once(tmp_path, planted_qa_dir):
+    """Streamlit runs each browser session on its own thread over one loaded QA model: two
+    questions at once used to meet in its tokenizer ("RuntimeError: Already borrowed")."""
+    import threading
+
+    settings = qa_settings(tmp_path, planted_qa_dir)
+    long_text = FILLER + " " + STORY
+    errors, answers = [], []
+
+    def ask(max_length: int):
+        try:
+            for _ in range(25):
+                result = answer_question("Where did it stand?", [long_text], settings=settings, max_length=max_length, stride=32)
+                answers.append(result.answer.text)
+        except Exception as exc:  # noqa: BLE001 - any failure is the finding
+            errors.append(repr(exc))
+
+    threads = [threading.Thread(target=ask, args=(n,)) for n in (128, 384)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    assert errors == []
+    assert answers == [ANSWER] * 50

@@ -236,24 +236,25 @@ def answer_question(
     tokenizer, model = qa.tokenizer, qa.model
     limit = getattr(model.config, "max_position_embeddings", max_length) or max_length
     max_length = min(max_length, limit)
-    question_tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
-    room = max_length - question_tokens - tokenizer.num_special_tokens_to_add(pair=True)
-    if room < 32:
-        raise WorkbenchError(
-            f"the question is too long ({question_tokens} tokens); keep it under {max_length // 2} tokens"
+    with qa.lock:  # the tokenizer is shared by the app's sessions (QaModel.lock)
+        question_tokens = len(tokenizer(question, add_special_tokens=False)["input_ids"])
+        room = max_length - question_tokens - tokenizer.num_special_tokens_to_add(pair=True)
+        if room < 32:
+            raise WorkbenchError(
+                f"the question is too long ({question_tokens} tokens); keep it under {max_length // 2} tokens"
+            )
+        stride = max(0, min(stride, room // 2))
+        encoded = tokenizer(
+            [question] * len(items),
+            [c.text for c in items],
+            truncation="only_second",
+            max_length=max_length,
+            stride=stride,
+            return_overflowing_tokens=True,
+            return_offsets_mapping=True,
+            padding="longest",
+            return_tensors="pt",
         )
-    stride = max(0, min(stride, room // 2))
-    encoded = tokenizer(
-        [question] * len(items),
-        [c.text for c in items],
-        truncation="only_second",
-        max_length=max_length,
-        stride=stride,
-        return_overflowing_tokens=True,
-        return_offsets_mapping=True,
-        padding="longest",
-        return_tensors="pt",
-    )
     windows = int(encoded["input_ids"].shape[0])
     accepted = set(inspect.signature(model.forward).parameters)
     inputs = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids") and k in accepted}

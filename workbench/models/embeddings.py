@@ -110,6 +110,12 @@ class Embedder:
         # One encode at a time: the OpenVINO model has a single infer request, and a second
         # thread calling it (a search during a background ingest) fails "Infer Request is busy".
         self._encode_lock = threading.Lock()
+        # The model's own tokenizer is reconfigured (truncation, padding) by every call to it,
+        # and a call on another thread meanwhile fails "RuntimeError: Already borrowed". So it
+        # is used only under the lock, by the model; counts and offsets use copies set up once.
+        self._counter = self.backend_tokenizer
+        self._offsets = self.backend_tokenizer
+        self._offsets.enable_truncation(max_length=self.max_seq_length)
         if self.dimension != settings.embedding_dimensions:
             raise ConfigError(
                 f"EMBEDDING_DIMENSIONS is {settings.embedding_dimensions} but model "
@@ -155,8 +161,8 @@ class Embedder:
             part = order[lo : lo + step]
             batch = [texts[i] for i in part]
             spanned = [k for k, i in enumerate(part) if spans[i]]  # texts without spans need no offsets
-            found = self.tokenizer([batch[k] for k in spanned], return_offsets_mapping=True, truncation=True, max_length=self.max_seq_length)["offset_mapping"] if spanned else []
-            offsets = dict(zip(spanned, found))
+            found = self._offsets.encode_batch([batch[k] for k in spanned]) if spanned else []
+            offsets = {k: e.offsets for k, e in zip(spanned, found)}
             with self._encode_lock:
                 outputs = self.model.encode(batch, batch_size=self.batch_size, output_value=None, show_progress_bar=False)
             for k, (i, out) in enumerate(zip(part, outputs)):
@@ -182,8 +188,9 @@ class Embedder:
         return vectors, span_vectors
 
     def count_tokens(self, text: str) -> int:
-        """Number of model tokens in ``text``, special tokens ([CLS], [SEP]) excluded."""
-        return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+        """Number of model tokens in ``text``, special tokens ([CLS], [SEP]) excluded, no
+        truncation. Thread-safe, and never waits for an encode call."""
+        return len(self._counter.encode(text, add_special_tokens=False).ids)
 
     @property
     def backend_tokenizer(self):

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from dataclasses import dataclass
+import threading
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from workbench.config import Settings
@@ -22,12 +23,16 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class QaModel:
     """A loaded extractive QA model: ``name`` (QA_MODEL), ``path`` (weights folder),
-    ``tokenizer`` (fast tokenizer, needed for offset mappings), ``model`` (torch, eval mode)."""
+    ``tokenizer`` (fast tokenizer, needed for offset mappings), ``model`` (torch, eval mode),
+    ``lock`` (hold it while using the tokenizer: each call reconfigures its truncation and
+    padding, and a call from another thread meanwhile fails "RuntimeError: Already borrowed";
+    the app's sessions share one QaModel)."""
 
     name: str
     path: Path
     tokenizer: object
     model: object
+    lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
 
 def resolve_qa_model(settings: Settings) -> Path:
