@@ -30,9 +30,10 @@ def _rewrite(archive: Path, target: Path, **members: bytes) -> Path:
     return target
 
 
-def archive_pointing_at(store, name: str, tmp: Path, source_path: Path) -> Path:
-    """Export collection ``name`` and rewrite every record's ``source_path`` to ``source_path``,
-    with the manifest's checksum recomputed: an archive that passes every check."""
+def archive_pointing_at(store, name: str, tmp: Path, source_path: Path, doc_hash: str | None = None) -> Path:
+    """Export collection ``name`` and rewrite every record's ``source_path`` to ``source_path``
+    (and ``doc_hash``, the file hash a rebuild compares, when given), with the manifest's
+    checksum recomputed: an archive that passes every check."""
     from workbench.store.archive import export_collection
 
     archive = export_collection(store, name, tmp / f"{name}.zip")
@@ -43,6 +44,8 @@ def archive_pointing_at(store, name: str, tmp: Path, source_path: Path) -> Path:
     for line in lines:
         record = json.loads(line)
         record["metadata"]["source_path"] = str(source_path)
+        if doc_hash is not None:
+            record["metadata"]["doc_hash"] = doc_hash
         records.append(json.dumps(record))
     body = ("\n".join(records) + "\n").encode()
     sums = {**manifest["sha256"], "records.jsonl": hashlib.sha256(body).hexdigest()}
@@ -214,6 +217,28 @@ def test_rebuild_error_is_shown_on_the_page(ui):  # noqa: F811 (the ui fixture)
     assert not at.exception
     assert "invalid rebuild settings" in texts(at.error) and "CHUNK\\_OVERLAP \\(64\\)" in texts(at.error)
     assert jobs().jobs() == []
+
+
+def test_rebuild_never_reads_a_source_path_outside_the_allowed_folders(ui, tmp_path, opened):  # noqa: F811
+    """A rebuild re-chunks a document from its file when the file still has the stored hash. An
+    archive can name any file and its hash: the rebuild must not read it into the collection
+    (where search shows it and export carries it away); it re-chunks the stored texts."""
+    from workbench.ingest import rebuild
+    from workbench.ingest.loaders import file_hash
+    from workbench.store.archive import import_collection
+
+    secret = tmp_path / "outside" / "vault.txt"
+    secret.parent.mkdir()
+    secret.write_text("The vault combination is 4417-2209, kept by the night porter.\n", encoding="utf-8")
+    store = ingest(ui)
+    import_collection(store, archive_pointing_at(store, "uitest", ui.tmp, secret, doc_hash=file_hash(secret)), name="imported")
+    before = {d.source: d for d in store.documents("imported")}
+    opened.clear()
+    rebuild.rebuild(store, "imported", rebuild.settings_for_rebuild(ui.settings, chunk_size=32, chunk_overlap=0), embedder=ui.embedder)
+    assert str(secret) not in opened
+    texts_after = store.get_collection("imported").get(include=["documents"])["documents"]
+    assert texts_after and not any("vault" in t for t in texts_after)
+    assert {d.source for d in store.documents("imported")} == set(before)
 
 
 def test_chunk_windows_flag_the_chunks_at_the_limit(ui):  # noqa: F811 (the ui fixture)

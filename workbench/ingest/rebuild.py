@@ -17,13 +17,12 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
 from workbench.config import Settings
-from workbench.errors import CancelledError, ConfigError, StoreError, WorkbenchError
+from workbench.errors import CancelledError, ConfigError, DocumentError, StoreError, WorkbenchError
 from workbench.ingest.chunking import SPECIAL_TOKENS, Chunker
 from workbench.ingest.loaders import file_hash, iter_pages
 from workbench.ingest.pipeline import ingest_key_for
@@ -203,7 +202,9 @@ def _document_chunks(doc: DocumentInfo, records, settings: Settings, embedder, c
     chunked under the rules these settings give, see :func:`rebuild`) and every chunk with its
     context header fits the new model, the stored chunk texts and headers are kept (only the
     vectors change); else the document is re-chunked from its source file (when it still exists
-    with the same hash) or from the page texts reconstructed from its chunks."""
+    with the same hash, under the knowledge base, the upload area or the attachment area:
+    :func:`workbench.ingest.uploads.stored_source`) or from the page texts reconstructed from
+    its chunks."""
     if same_chunking and records:
         counts = [embedder.count_tokens(t) for t, _ in records]
         windows = [c + embedder.count_tokens(str(m.get("header", ""))) for c, (_, m) in zip(counts, records)]
@@ -217,14 +218,18 @@ def _document_chunks(doc: DocumentInfo, records, settings: Settings, embedder, c
                 )
                 for i, ((t, m), c) in enumerate(zip(records, counts))
             ]
-    source_path = Path(doc.source_path) if doc.source_path else None
     pages: Any = None
-    if source_path and source_path.is_file():
+    try:  # only a file under the allowed folders: an imported archive can name any path and hash
+        source = stored_source(doc, settings)
+    except DocumentError as exc:
+        log.info("rebuild: %s is re-chunked from its stored texts (%s)", doc.source, exc)
+        source = None
+    if source is not None:
         try:
-            if file_hash(source_path) == doc.content_hash:
-                pages = list(iter_pages(source_path, settings))
+            if file_hash(source.path) == doc.content_hash:
+                pages = list(iter_pages(source.path, settings))
         except (OSError, WorkbenchError) as exc:
-            log.warning("rebuild: %s unreadable (%s); using the stored chunk texts", source_path, exc)
+            log.warning("rebuild: %s unreadable (%s); using the stored chunk texts", source.path, exc)
     if pages is None:
         pages = reconstruct_pages(records)
     return list(chunker.chunk_pages(iter(pages), document_id=doc.document_id, source=doc.source, file_name=doc.file_name))
