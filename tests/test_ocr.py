@@ -83,6 +83,27 @@ def test_character_error_rate_with_and_without_rapidfuzz(monkeypatch):
         assert character_error_rate(hyp, ref) == pytest.approx(expected)
 
 
+def test_a_page_of_one_colour_is_not_read(ocr_settings, monkeypatch):
+    """A blank page (an empty PDF page, a blank side of a duplex scan) holds no text: it is
+    answered without the reader, whose detector alone takes 6-9 s on a page at 100 dpi here
+    (ocrmypdf's no_contents.pdf: 9.4 s for nothing). A faint mark is still read."""
+    from workbench.ingest.layout import OcrPage
+
+    monkeypatch.setattr(ocr, "get_reader", no_reader)
+    for value in (255, 247, 0):
+        assert ocr_image(np.full((1100, 850, 3), value, np.uint8), ocr_settings) == OcrPage("", (), 850, 1100, 0)
+    noise = np.random.default_rng(0).integers(248, 256, (1100, 850), dtype=np.uint8)  # +-4 levels of scanner noise
+    assert ocr_image(noise, ocr_settings).text == ""
+    faint = np.full((1100, 850, 3), 255, np.uint8)
+    faint[500:520, 100:700] = 215  # a pale grey line of text is there to read
+    with pytest.raises(AssertionError, match="the OCR reader was called"):
+        ocr_image(faint, ocr_settings)
+    tinted = np.full((1100, 850, 3), 128, np.uint8)
+    tinted[500:520, 100:700, 0] = 200  # red on grey: the grey values would hide it, the channels do not
+    with pytest.raises(AssertionError, match="the OCR reader was called"):
+        ocr_image(tinted, ocr_settings)
+
+
 @pytest.mark.slow  # ~30 s on 2 idle cores; minutes when other jobs share the CPU
 @pytest.mark.timeout(1800)
 def test_cer_on_real_scans_stays_under_the_measured_ceiling(ocr_settings, ocr_dir):
