@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 
@@ -178,9 +179,23 @@ def run_cli(args, env_settings, cwd):
 
 
 @pytest.mark.slow
-def test_cli_ingest_search_collections_verify_delete(tmp_path, settings):
+def test_cli_ingest_search_collections_verify_delete(tmp_path, settings, embedder, monkeypatch, capsys):
+    """``python -m workbench`` in fresh processes for the model-loading ingest and search and the
+    cheap commands; ``verify`` and the batch search go through the same ``main`` in this process
+    (each fresh process loads the model again: ~10 s apiece here)."""
+    from workbench.cli import main
+
+    for key in ("CHROMA_PERSIST_PATH", "LOG_DIR", "MODEL_CACHE_DIR", "KNOWLEDGE_BASE_PATH"):
+        monkeypatch.setenv(key, str(getattr(settings, key.lower())))
+    monkeypatch.chdir(tmp_path)  # no .env applies
+
+    def in_process(args):
+        code = main(args)
+        out = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out.out, stderr=out.err)
+
     write_docs(settings.knowledge_base_path, SAMPLE_DOCS)
-    r = run_cli(["verify"], settings, tmp_path)
+    r = in_process(["verify"])
     assert r.returncode == 1 and "does not exist" in r.stdout
     r = run_cli(["ingest"], settings, tmp_path)
     assert r.returncode == 0, r.stderr
@@ -190,12 +205,12 @@ def test_cli_ingest_search_collections_verify_delete(tmp_path, settings):
     assert data["results"][0]["file_name"] == "rivers.md" and len(data["results"]) == 2
     queries = tmp_path / "q.txt"
     queries.write_text("yeast and flour\nmagma chamber\n")
-    r = run_cli(["search", "--queries-file", str(queries)], settings, tmp_path)
+    r = in_process(["search", "--queries-file", str(queries)])
     lines = [json.loads(x) for x in r.stdout.splitlines()]
     assert [x["results"][0]["file_name"] for x in lines] == ["bread.txt", "volcanoes.md"]
     r = run_cli(["collections"], settings, tmp_path)
     assert "knowledge_base\t3 documents" in r.stdout
-    r = run_cli(["verify"], settings, tmp_path)
+    r = in_process(["verify"])
     assert r.returncode == 0 and r.stdout.count("[OK]") == 5, r.stdout
     r = run_cli(["delete", "--collection", "knowledge_base", "--document", "bread.txt"], settings, tmp_path)
     assert r.returncode == 0 and "deleted bread.txt" in r.stdout
