@@ -73,7 +73,9 @@ class Embedder:
     read back from the compiled OpenVINO model), ``precision_reason`` (why, one line),
     ``cpu_flags`` (the CPU's avx2/avx512*/amx* flags), ``dimension`` (e.g. 384),
     ``max_seq_length`` (model tokens, 256 for MiniLM; longer input would be truncated by the
-    model, so chunks stay below it), ``tokenizer`` (the model's Hugging Face fast tokenizer).
+    model, so chunks stay below it), ``tokenizer`` (the model's Hugging Face fast tokenizer: the
+    model reconfigures it on every encode, so another thread must not call it; use
+    :meth:`count_tokens` or :attr:`backend_tokenizer`, which are safe).
     """
 
     def __init__(self, settings: Settings):
