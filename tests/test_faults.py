@@ -232,30 +232,33 @@ CHECK = COMMON + textwrap.dedent(
 )
 
 
-def check(root: Path, ref, names: list[str] | None = None, *, recover: bool = False, before: bool = False) -> dict | tuple[dict, dict]:
-    """In a fresh process: search the collections ``names`` (default all) of the store at
-    ``root`` (vector and keyword, each query) and report counts and problems (see
-    ``bad_hits``). With ``recover``, that process first runs the ``recover`` command (the CLI's
-    ``main``, as ``python -m workbench recover`` does); its lines are in ``"recover"``. With
-    ``before`` too, the same process searches once before the recover: returns ``(before,
-    after)`` (a process less per kill: each costs ~3 s of imports and store opening)."""
+def _check_states(root: Path, ref, names: list[str] | None, *, recover: bool, before: bool) -> list[dict]:
+    """Run CHECK in a fresh process; its states in order (the last with the ``"recover"`` lines)."""
     spec = root / "check.json"
     spec.write_text(json.dumps({"vectors": ref.vectors, "top_k": 20, "only": names, "recover": recover, "before": before}))
     done = subprocess.run([sys.executable, "-c", CHECK, str(spec)], cwd=root, env=child_env(root), capture_output=True, text=True, timeout=300, check=False)
     assert done.returncode == 0, f"the checking search failed:\n{done.stderr[-4000:]}"
     lines = done.stdout.splitlines()
     states = [json.loads(line[len("STATE "):]) for line in lines if line.startswith("STATE ")]
-    after = {**states[-1], "recover": [line for line in lines if line and not line.startswith("STATE ")]}
-    return (states[0], after) if before else after
+    states[-1]["recover"] = [line for line in lines if line and not line.startswith("STATE ")]
+    return states
+
+
+def check(root: Path, ref, names: list[str] | None = None, *, recover: bool = False) -> dict:
+    """In a fresh process: search the collections ``names`` (default all) of the store at
+    ``root`` (vector and keyword, each query) and report counts and problems (see
+    ``bad_hits``). With ``recover``, that process first runs the ``recover`` command (the CLI's
+    ``main``, as ``python -m workbench recover`` does); its lines are in ``"recover"``."""
+    return _check_states(root, ref, names, recover=recover, before=False)[-1]
 
 
 def kill_then_recover(root: Path, ref, args: list[str], *, lock: str, delay: float, names: list[str]) -> SimpleNamespace | None:
-    """:func:`kill_at_random`, then in one fresh process a search BEFORE any repair, the
-    ``recover`` command and a search AFTER it, of the collections ``names``. None when the child
-    finished first."""
+    """:func:`kill_at_random`, then in one fresh process (each costs ~3 s of imports and store
+    opening) a search BEFORE any repair, the ``recover`` command and a search AFTER it, of the
+    collections ``names``. None when the child finished first."""
     if not kill_at_random(root, args, lock=lock, delay=delay):
         return None
-    before, after = check(root, ref, names, recover=True, before=True)
+    before, after = _check_states(root, ref, names, recover=True, before=True)
     return SimpleNamespace(before=before, actions=after["recover"], after=after)
 
 
