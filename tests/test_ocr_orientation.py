@@ -43,8 +43,9 @@ def text_page() -> Image.Image:
 
 @pytest.fixture(scope="module")
 def ocr_settings(tmp_path_factory):
+    """EasyOCR's orientation pass (tests/test_ocr_tesseract.py has Tesseract's)."""
     root = tmp_path_factory.mktemp("orient")
-    return make_settings(root, ocr_cache_dir=root / "ocr-cache")
+    return make_settings(root, ocr_cache_dir=root / "ocr-cache", ocr_engine="easyocr")
 
 
 def test_turning_helpers_agree_with_each_other():
@@ -180,7 +181,7 @@ def test_rotated_and_upright_corpus_scans_read_right(corpus_dir, tmp_path):
     pages and lines are found upright (pages by the orientation pass alone, so the suite does
     not read the two UNLV pages and linn in full, ~3 minutes: their reads and CER are
     tests/test_ocr.py's and benchmarks/ocr.py's)."""
-    settings = make_settings(tmp_path)
+    settings = make_settings(tmp_path, ocr_engine="easyocr")
     folder = corpus_dir / "ocr"
     reference = (folder / "tesseract-ocr-test" / "phototest.txt").read_text(encoding="utf-8")
     images = sorted(p for p in folder.rglob("*") if p.suffix.lower() in {".png", ".tif"})

@@ -16,7 +16,7 @@ from urllib.parse import parse_qs
 
 import pytest
 
-from tests.conftest import make_settings
+from tests.conftest import forbid_ocr, make_settings
 from tests.test_ui import ingest, open_app, texts, ui  # noqa: F401  (ui is a fixture)
 from workbench.errors import DocumentError
 from workbench.ingest import loaders
@@ -252,13 +252,11 @@ def test_unknown_document_or_chunk_raises(kb):
 @pytest.mark.slow
 def test_ocr_image_and_scanned_pdf_show_their_ocr_boxes(tmp_path, embedder, monkeypatch):
     """A PNG, a copy of it lying sideways and a one-page scanned PDF of it, read by the real
-    EasyOCR at ingest: the view shows the page image (the sideways one turned upright, as it
+    OCR engine (Tesseract where installed, else EasyOCR) at ingest: the view shows the page image (the sideways one turned upright, as it
     was read), every OCR line and the chunk's lines highlighted on it, from the OCR cache (the
     reader is not called again), the scanned page rendered once."""
     from fpdf import FPDF
     from PIL import Image, ImageDraw, ImageFont
-
-    import workbench.ingest.ocr as ocr
 
     settings = make_settings(tmp_path, ocr_dpi=100)
     folder = settings.knowledge_base_path
@@ -276,10 +274,7 @@ def test_ocr_image_and_scanned_pdf_show_their_ocr_boxes(tmp_path, embedder, monk
     pdf.output(str(folder / "scan.pdf"))
     store = ingest_into(settings, embedder, [folder])
 
-    def no_reader(settings):
-        raise AssertionError("the OCR reader was called")
-
-    monkeypatch.setattr(ocr, "get_reader", no_reader)
+    forbid_ocr(monkeypatch)
     for name, size, rotation in (("notice.png", (900, 300), 0), ("notice-sideways.png", (900, 300), 90), ("scan.pdf", (827, 1170), 0)):
         doc = next(d for d in store.documents("sources") if d.source == name)
         chunk = store.document_chunks("sources", doc.document_id)[0]

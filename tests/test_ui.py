@@ -420,6 +420,7 @@ def test_status_reports_each_check_with_fixes(ui):
     for fix in ("OLLAMA_HOST=172.17.0.1", "host-gateway", "172.17.0.1"):
         assert fix in ollama
     assert "**disk**" in page and "**memory**" in page
+    assert "**ocr** · Tesseract" in page or "**ocr** · EasyOCR" in page  # which, tests/test_ocr_tesseract.py
     assert "failed" in texts(at.error)
 
 

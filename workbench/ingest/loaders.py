@@ -94,6 +94,8 @@ def iter_pages(path: Path, settings: Settings) -> Iterator[Page]:
                 yield page
         if not produced:
             raise DocumentError(f"{path.name}: no text found (empty file, or nothing OCR could read)")
+    except DocumentError as exc:
+        raise _named(exc, path) from exc.__cause__
     except WorkbenchError:
         raise
     except Exception as exc:  # library errors become one clear line naming the file
@@ -354,6 +356,12 @@ def _has_text_layer(text: str) -> bool:
     return len("".join(text.split())) >= MIN_TEXT_CHARS
 
 
+def _named(exc: DocumentError, path: Path) -> DocumentError:
+    """``exc`` itself when its message starts with the file's name, else a DocumentError whose
+    message does (a page's OCR failing deep down knows no file name)."""
+    return exc if str(exc).startswith(path.name) else DocumentError(f"{path.name}: {exc}")
+
+
 def ocr_file(path: Path, settings: Settings) -> list[FilePage]:
     """Text of every page of a PDF or image file, with OCR boxes where OCR was needed.
 
@@ -363,6 +371,13 @@ def ocr_file(path: Path, settings: Settings) -> list[FilePage]:
     unsupported, encrypted or corrupt; ModelMissingError when the OCR weights are missing.
     """
     path = Path(path)
+    try:
+        return _ocr_file(path, settings)
+    except DocumentError as exc:
+        raise _named(exc, path) from exc.__cause__
+
+
+def _ocr_file(path: Path, settings: Settings) -> list[FilePage]:
     if not path.is_file():
         raise DocumentError(f"{path.name}: file not found or not a regular file")
     check_file_size(path, settings)

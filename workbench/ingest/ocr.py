@@ -1,4 +1,6 @@
-"""OCR with EasyOCR: an image in, its text lines in reading order out.
+"""OCR: an image in, its text lines in reading order out, read by Tesseract where it is
+installed (:mod:`workbench.ingest.tesseract`) or else by EasyOCR (``OCR_ENGINE``,
+:func:`workbench.models.tesseract.ocr_engine`).
 
 Pages without a text layer and image files come here (files and pages are
 :mod:`workbench.ingest.loaders`'; the reader is :mod:`workbench.models.ocr_reader`'s). Results are cached on disk by a hash of the page
@@ -20,15 +22,19 @@ from pathlib import Path
 import numpy as np
 
 from workbench.config import Settings
+from workbench.errors import DocumentError
 from workbench.ingest.layout import OcrBox, OcrPage, reading_order
 from workbench.ingest.orientation import ROTATIONS, detect_rotation, is_text_line, read_text_line, turn_array
+from workbench.ingest.tesseract import read_page
 from workbench.models.ocr_reader import get_reader
+from workbench.models.tesseract import ocr_engine, tesseract_info
 
 log = logging.getLogger(__name__)
 
 #: Bump when the cached JSON layout or the line ordering changes: old entries are then ignored.
 #: 3: pages are turned upright first (``rotation`` stored, boxes on the turned image).
-CACHE_VERSION = 3
+#: 4: the engine (and Tesseract's version) is part of the key.
+CACHE_VERSION = 4
 #: A page whose every channel spans at most this many of 255 levels is taken as blank (no text
 #: can show at a 3% contrast; a blank scan's noise is a few levels): it is not read. Reading
 #: it anyway costs the full detection pass, 6-9 s for a page at 100 dpi on 2 cores.
@@ -50,11 +56,16 @@ def _easyocr_version() -> str:
 
 def image_cache_key(array: np.ndarray, settings: Settings) -> str:
     """sha256 hex of the page pixels (shape, dtype, bytes) and of everything that changes the
-    OCR result: canvas size, languages, orientation detection on/off, easyocr version,
-    CACHE_VERSION."""
+    OCR result: the engine (``ocr_engine``) and its version (easyocr's, with the canvas size;
+    tesseract's), languages, orientation detection on/off, CACHE_VERSION."""
     digest = hashlib.sha256()
+    engine = ocr_engine(settings)
+    if engine == "tesseract":
+        engine_part = f"tesseract-{tesseract_info(settings).version}"
+    else:
+        engine_part = f"{_easyocr_version()}|{settings.ocr_canvas_size}"
     header = (
-        f"v{CACHE_VERSION}|{_easyocr_version()}|{settings.ocr_canvas_size}|{','.join(settings.ocr_languages)}"
+        f"v{CACHE_VERSION}|{engine_part}|{','.join(settings.ocr_languages)}"
         f"|orient={int(settings.ocr_detect_orientation)}"
     )
     digest.update(f"{header}|{array.shape}|{array.dtype}|".encode())
@@ -118,9 +129,12 @@ def _as_array(image) -> np.ndarray:
 
 
 def ocr_image(image, settings: Settings) -> OcrPage:
-    """Read text from a PIL image or an (h, w[, 3]) uint8 array.
+    """Read text from a PIL image or an (h, w[, 3]) uint8 array with the engine
+    :func:`~workbench.models.tesseract.ocr_engine` picks.
 
-    With OCR_DETECT_ORIENTATION (default on) the page is first turned upright
+    Tesseract: :func:`workbench.ingest.tesseract.read_page` (its orientation detection, its
+    lines, blocks in ``layout.block_order``); a failed read raises DocumentError.
+    EasyOCR: with OCR_DETECT_ORIENTATION (default on) the page is first turned upright
     (``orientation.detect_rotation``: a detection pass on a small copy and a few words
     recognised both ways), then read once; a one-line image is read by
     ``orientation.read_text_line`` (one detection pass, a second recognition only when
@@ -128,10 +142,10 @@ def ocr_image(image, settings: Settings) -> OcrPage:
     phototest copies, 0.83-1.16x for the ocropy lines (see that module).
     ``OcrPage.rotation`` says how far it was turned; its boxes, width and height are those of
     the turned image. Uses canvas_size=OCR_CANVAS_SIZE pixels. Boxes and text lines follow
-    ``reading_order``. The result is cached under OCR_CACHE_DIR by ``image_cache_key`` (of the
+    ``reading_order``. Either way, the result is cached under OCR_CACHE_DIR by ``image_cache_key`` (of the
     pixels as given): the same pixels with the same settings are read once. A blank page (each
     channel within BLANK_CONTRAST levels) is not read: empty text, no boxes. Raises
-    ModelMissingError when the weights are not on disk.
+    ModelMissingError when the weights are not on disk (or OCR_ENGINE=tesseract is not installed).
     """
     array = _as_array(image)
     if array.size == 0 or int(np.ptp(array.reshape(-1, array.shape[-1]), axis=0).max()) <= BLANK_CONTRAST:
@@ -140,6 +154,10 @@ def ocr_image(image, settings: Settings) -> OcrPage:
     cached = _read_cache(path)
     if cached is not None:
         return cached
+    if ocr_engine(settings) == "tesseract":
+        page = _read_with_tesseract(array, settings)
+        _write_cache(path, page)
+        return page
     reader = get_reader(settings)
     if settings.ocr_detect_orientation and is_text_line(array):
         rotation, raw, _ = read_text_line(reader, array, settings.ocr_canvas_size)
@@ -157,6 +175,17 @@ def ocr_image(image, settings: Settings) -> OcrPage:
     page = OcrPage("\n".join(b.text for b in boxes), boxes, width, height, rotation)
     _write_cache(path, page)
     return page
+
+
+def _read_with_tesseract(array: np.ndarray, settings: Settings) -> OcrPage:
+    import pytesseract
+
+    try:
+        rotation, upright, boxes = read_page(array, settings, is_text_line(array))
+    except pytesseract.TesseractError as exc:
+        raise DocumentError(f"tesseract could not read the page: {str(exc.message).strip() or exc}") from exc
+    height, width = upright.shape[:2]
+    return OcrPage("\n".join(b.text for b in boxes), tuple(boxes), width, height, rotation)
 
 
 def character_error_rate(hypothesis: str, reference: str) -> float:
