@@ -43,7 +43,7 @@ def _pytesseract(settings: Settings):
 
     pytesseract.pytesseract.tesseract_cmd = settings.tesseract_cmd
     if not isinstance(pytesseract.pytesseract.environ, ChainMap):
-        pytesseract.pytesseract.environ = ChainMap({"OMP_THREAD_LIMIT": "1"}, os.environ)
+        pytesseract.pytesseract.environ = ChainMap(os.environ, {"OMP_THREAD_LIMIT": "1"})  # a set limit wins
     return pytesseract
 
 
