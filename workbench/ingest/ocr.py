@@ -33,8 +33,8 @@ log = logging.getLogger(__name__)
 
 #: Bump when the cached JSON layout or the line ordering changes: old entries are then ignored.
 #: 3: pages are turned upright first (``rotation`` stored, boxes on the turned image).
-#: 4: the engine (and Tesseract's version) is part of the key.
-CACHE_VERSION = 4
+#: 4: the engine (and Tesseract's version) is part of the key. 5: Tesseract straightens skew.
+CACHE_VERSION = 5
 #: A page whose every channel spans at most this many of 255 levels is taken as blank (no text
 #: can show at a 3% contrast; a blank scan's noise is a few levels): it is not read. Reading
 #: it anyway costs the full detection pass, 6-9 s for a page at 100 dpi on 2 cores.
