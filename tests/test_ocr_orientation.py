@@ -30,15 +30,21 @@ FONTS = ("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf", "/usr/share/fonts/de
 TURNS = {Image.Transpose.ROTATE_90: 270, Image.Transpose.ROTATE_180: 180, Image.Transpose.ROTATE_270: 90}
 
 
+def lines_page(lines: list[str], size: tuple[int, int], type_size: int, left: int, top: int, step: int) -> Image.Image:
+    """A white page of ``size`` pixels with ``lines`` in black DejaVu Sans of ``type_size``
+    pixels, the first at (left, top), each next ``step`` pixels lower."""
+    path = next((p for p in FONTS if Path(p).is_file()), None)
+    font = ImageFont.truetype(path, type_size) if path else ImageFont.load_default(size=type_size)
+    page = Image.new("RGB", size, "white")
+    draw = ImageDraw.Draw(page)
+    for i, line in enumerate(lines):
+        draw.text((left, top + i * step), line, fill="black", font=font)
+    return page
+
+
 def text_page() -> Image.Image:
     """A 560x220 white page with LINES in black, 26-pixel type."""
-    path = next((p for p in FONTS if Path(p).is_file()), None)
-    font = ImageFont.truetype(path, 26) if path else ImageFont.load_default(size=26)
-    page = Image.new("RGB", (560, 220), "white")
-    draw = ImageDraw.Draw(page)
-    for i, line in enumerate(LINES):
-        draw.text((24, 24 + i * 62), line, fill="black", font=font)
-    return page
+    return lines_page(LINES, (560, 220), 26, 24, 24, 62)
 
 
 @pytest.fixture(scope="module")

