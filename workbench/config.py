@@ -178,7 +178,7 @@ class Settings(BaseSettings):
         "auto",
         description="OCR engine: auto takes Tesseract when its binary and the language and osd data are "
         "installed (the Docker image, make install-ocr), else EasyOCR. Measured on ../shared/corpus/ocr: "
-        "Tesseract 5.3 reads every scan at CER 0.021 where EasyOCR reads 0.136, in a thirteenth of the CPU time.",
+        "Tesseract 5.3 reads every scan at CER 0.021 where EasyOCR reads 0.136, in about a twelfth of the CPU time.",
     )
     tesseract_cmd: str = Field("tesseract", description="The Tesseract binary: a name on PATH or a path.")
     ocr_languages: list[str] = Field(
