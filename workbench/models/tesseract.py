@@ -7,7 +7,7 @@ never downloads anything.
 Tesseract when its binary and the language and orientation data are present, else EasyOCR.
 Measured on ../shared/corpus/ocr (benchmarks/ocr.py): Tesseract 5.3 reads its 16 scans at CER
 0.021 where EasyOCR reads 0.136 (the hand-checked UNLV magazine pages at 0.035 and 0.019
-against 0.187 and 0.113), in 23 CPU seconds instead of 287; EasyOCR stays the engine where
+against 0.187 and 0.113), in 20 CPU seconds instead of 287; EasyOCR stays the engine where
 Tesseract is not installed (a laptop's ``make run`` without ``make install-ocr``).
 """
 
