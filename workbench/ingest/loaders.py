@@ -19,7 +19,7 @@ import logging
 import os
 import re
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from dataclasses import asdict, dataclass
@@ -158,6 +158,18 @@ def _ocr_in_order(jobs: Iterator[tuple[object, object]], settings: Settings) -> 
         pool.shutdown(wait=False, cancel_futures=True)
 
 
+def _read_pdf_pages(path: Path, layers: Iterable[str], settings: Settings) -> Iterator[tuple[int, str, object]]:
+    """``(index, text layer, OcrPage or None)`` for the pages of the PDF ``path`` whose text
+    layers are ``layers``, in order: a page without a text layer (:func:`_has_text_layer`) is
+    rendered at OCR_DPI and read by OCR, several at once (:func:`_ocr_in_order`)."""
+    jobs = (
+        ((index, text), None if _has_text_layer(text) else render_pdf_page(path, index, settings.ocr_dpi, max_pixels=_max_pixels(settings)))
+        for index, text in enumerate(layers)
+    )
+    for (index, text), result in _ocr_in_order(jobs, settings):
+        yield index, text, result
+
+
 def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
     from pypdf import PdfReader
     from pypdf.errors import PdfReadError
@@ -177,19 +189,15 @@ def _pdf_pages(path: Path, settings: Settings) -> Iterator[Page]:
         raise DocumentError(f"{path.name}: PDF has no pages")
     _check_page_count(path, count, settings)
 
-    def jobs() -> Iterator[tuple[tuple[int, str], object]]:
+    def layers() -> Iterator[str]:
         for index in range(count):
             try:
-                text = reader.pages[index].extract_text() or ""
+                yield reader.pages[index].extract_text() or ""
             except Exception as exc:  # one bad page: fall back to OCR for it
                 log.warning("%s page %d: text extraction failed (%s); trying OCR", path.name, index + 1, exc)
-                text = ""
-            if len(re.sub(r"\s", "", text)) >= MIN_TEXT_CHARS:
-                yield (index, text), None
-            else:
-                yield (index, text), render_pdf_page(path, index, settings.ocr_dpi, max_pixels=_max_pixels(settings))
+                yield ""
 
-    for (index, text), result in _ocr_in_order(jobs(), settings):
+    for index, text, result in _read_pdf_pages(path, layers(), settings):
         if result is None:
             yield Page(text=text, page=index + 1)
         else:
@@ -434,11 +442,7 @@ def _ocr_file(path: Path, settings: Settings) -> list[FilePage]:
     if path.suffix.lower() == ".pdf":
         layers = _pdf_text_layers(path)
         _check_page_count(path, len(layers), settings)
-        jobs = (
-            ((index, text), None if _has_text_layer(text) else render_pdf_page(path, index, settings.ocr_dpi, max_pixels=_max_pixels(settings)))
-            for index, text in enumerate(layers)
-        )
-        for (index, text), result in _ocr_in_order(jobs, settings):
+        for index, text, result in _read_pdf_pages(path, layers, settings):
             if result is None:
                 pages.append(FilePage(index + 1, False, text))
             else:

@@ -152,9 +152,7 @@ def read_page(array: np.ndarray, settings: Settings, text_line: bool) -> tuple[i
     if array.ndim == 3:
         array = cv2.cvtColor(np.ascontiguousarray(array[..., :3]), cv2.COLOR_RGB2GRAY)
     if text_line:
-        base = 90 if array.shape[0] > array.shape[1] else 0
-        if not settings.ocr_detect_orientation:
-            base = 0
+        base = 90 if settings.ocr_detect_orientation and array.shape[0] > array.shape[1] else 0
         flat = turn_array(array, base)
         lines = _read(flat, settings, LINE_PSM)
         rotation, upright = base, flat
